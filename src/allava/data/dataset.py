@@ -1,0 +1,157 @@
+"""Training data: sources mixed by ratio, encoded lazily, batched with the vision tower skipped
+for text-only samples.
+
+ALLaVA mixes "one copy of caption data and two copies of textual data" (stage 1) and "one copy of
+VQA data and one copy of textual data" (stage 2), then samples randomly: a ``repeat`` per source,
+fractional repeats taking a seeded subset, and the sampler shuffles the union.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from allava.data.records import DataError, image_path, load_records
+from allava.data.tokenize import IGNORE_INDEX, ConversationEncoder, EncodeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSource:
+    path: str
+    image_folder: str | None = None
+    repeat: float = 1.0
+
+
+@dataclass
+class LoadReport:
+    """What was skipped and why: counted, never silent."""
+
+    total: int = 0
+    used: int = 0
+    skipped: dict[str, int] | None = None
+    examples: list[str] | None = None
+
+    def add(self, record_id: str, reason: str) -> None:
+        self.skipped = self.skipped or {}
+        self.examples = self.examples or []
+        kind = reason.split(":")[0]
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        if len(self.examples) < 20:
+            self.examples.append(f"{record_id}: {reason}")
+
+    @property
+    def n_skipped(self) -> int:
+        return sum((self.skipped or {}).values())
+
+
+def mix_indices(sizes: list[int], repeats: list[float], seed: int) -> list[tuple[int, int]]:
+    """(source, record) pairs: ``floor(repeat)`` full copies plus a seeded subset for the fraction."""
+    rng = random.Random(seed)
+    out: list[tuple[int, int]] = []
+    for s, (n, r) in enumerate(zip(sizes, repeats)):
+        whole, frac = int(r), r - int(r)
+        out += [(s, i) for _ in range(whole) for i in range(n)]
+        out += [(s, i) for i in sorted(rng.sample(range(n), round(frac * n)))]
+    return out
+
+
+class ConversationDataset(Dataset):
+    def __init__(self, sources: list[DataSource], encoder: ConversationEncoder, image_processor,
+                 seed: int = 0, check_images: str = "exists", images_only: bool = False):
+        self.encoder = encoder
+        self.image_processor = image_processor
+        self.report = LoadReport()
+        self.records: list[list[dict]] = []
+        self.folders: list[str] = []  # the records' image folder (default: the data file's folder)
+        for src in sources:
+            records, problems = load_records(src.path, image_folder=src.image_folder, check_images=check_images)
+            self.report.total += len(records) + len(problems)
+            for p in problems:
+                self.report.add(p.record_id, p.reason)
+            if images_only:  # e.g. a projector-only stage: text-only samples would give no gradient
+                for r in (r for r in records if not r.get("image")):
+                    self.report.add(str(r["id"]), "text-only record in a stage that trains only image parts")
+                records = [r for r in records if r.get("image")]
+            self.records.append(records)
+            self.folders.append(src.image_folder or str(Path(src.path).parent))
+        self.index = mix_indices([len(r) for r in self.records], [s.repeat for s in sources], seed)
+        self.report.used = sum(len(r) for r in self.records)
+        if self.report.n_skipped:
+            log.warning("skipped %d invalid records (%s)", self.report.n_skipped, self.report.skipped)
+        if not self.index:
+            raise DataError("no valid training records in " + ", ".join(s.path for s in sources))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def record(self, i: int) -> tuple[dict, str]:
+        s, k = self.index[i]
+        return self.records[s][k], self.folders[s]
+
+    @property
+    def modality_lengths(self) -> list[int]:
+        """Rough token counts, negative for text-only (LLaVA's convention for modality grouping)."""
+        out = []
+        for i in range(len(self)):
+            rec, _ = self.record(i)
+            words = sum(len(t["value"].split()) for t in rec["conversations"])
+            out.append(words + self.encoder.num_image_tokens if rec.get("image") else -words)
+        return out
+
+    def _load(self, i: int) -> dict:
+        rec, folder = self.record(i)
+        enc = self.encoder.encode(rec["conversations"])
+        item = {"id": str(rec["id"]), "input_ids": torch.tensor(enc.input_ids),
+                "labels": torch.tensor(enc.labels), "pixel_values": None}
+        if rec.get("image"):
+            path = image_path(rec, folder)
+            try:
+                with Image.open(path) as im:
+                    image = im.convert("RGB")
+            except Exception as e:  # corrupt or vanished since validation
+                raise EncodeError(f"corrupt image: {path} ({type(e).__name__})") from e
+            item["pixel_values"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+            if enc.n_image_tokens != self.encoder.num_image_tokens:
+                raise EncodeError(f"expected 1 image marker, found {enc.n_image_tokens // max(1, self.encoder.num_image_tokens)}")
+        return item
+
+    def __getitem__(self, i: int) -> dict:
+        # A record that fails here is reported and replaced by the next one, so one bad file
+        # never stops a long run (the count is in ``report``).
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            try:
+                return self._load(j)
+            except EncodeError as e:
+                rec, _ = self.record(j)
+                self.report.add(str(rec["id"]), str(e))
+                log.warning("skipping %s: %s", rec["id"], e)
+        raise RuntimeError("every record failed to load")
+
+
+class Collator:
+    """Right-pads a batch; stacks images only for samples that have one."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for r, b in enumerate(batch):
+            k = len(b["input_ids"])
+            ids[r, :k], labels[r, :k], mask[r, :k] = b["input_ids"], b["labels"], 1
+        out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        images = [b["pixel_values"] for b in batch if b["pixel_values"] is not None]
+        if images:
+            out["pixel_values"] = torch.stack(images)
+        return out

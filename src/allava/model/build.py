@@ -1,0 +1,155 @@
+"""Build, save and load the LLaVA model: a Hugging Face ``LlavaForConditionalGeneration``.
+
+Any vision tower (CLIP / SigLIP) and any causal LM, each by hub id or local path, joined by a
+2-layer GELU MLP projector. A saved checkpoint is a plain ``transformers`` folder (model +
+processor with the chat template it was trained on) plus ``allava_recipe.json`` (our metadata),
+so it loads with ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProcessor``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    CLIPVisionModel,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+from allava.data.templates import get_template
+
+RECIPE_FILE = "allava_recipe.json"
+IMAGE_TOKEN = "<image>"
+PAD_TOKEN = "<pad>"
+
+
+@dataclass
+class ModelSpec:
+    vision_tower: str
+    language_model: str
+    template: str = "vicuna_v1"
+    vision_feature_layer: int = -2  # LLaVA-1.5: the penultimate layer's patch features
+    vision_feature_select_strategy: str = "default"  # drop CLS
+    projector_hidden_act: str = "gelu"
+    dtype: str = "float32"
+
+
+@dataclass
+class Recipe:
+    """What we know about how a checkpoint was made, saved beside the model."""
+
+    spec: ModelSpec
+    stage: str = "init"
+    history: list[dict] = field(default_factory=list)
+
+    def save(self, out_dir: str | Path) -> None:
+        Path(out_dir, RECIPE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "Recipe | None":
+        path = Path(out_dir, RECIPE_FILE)
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(spec=ModelSpec(**raw["spec"]), stage=raw.get("stage", "init"), history=raw.get("history", []))
+
+
+def _load_vision_tower(name: str, dtype: torch.dtype) -> torch.nn.Module:
+    config = AutoConfig.from_pretrained(name)
+    if config.model_type == "clip":  # a full CLIP checkpoint, like openai/clip-vit-large-patch14-336
+        return CLIPVisionModel.from_pretrained(name, dtype=dtype)
+    if getattr(config, "vision_config", None) is not None:  # other dual encoders (SigLIP, ...)
+        return AutoModel.from_pretrained(name, dtype=dtype).vision_model
+    return AutoModel.from_pretrained(name, dtype=dtype)
+
+
+def _prepare_tokenizer(name: str):
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.padding_side = "left"  # batched generation; training pads in our collator
+    return tokenizer
+
+
+def num_image_tokens(vision_config, strategy: str = "default") -> int:
+    n = (vision_config.image_size // vision_config.patch_size) ** 2
+    return n if strategy == "default" else n + 1
+
+
+def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Join a pretrained vision tower and LM; only the projector starts from random init."""
+    dtype = getattr(torch, spec.dtype)
+    tokenizer = _prepare_tokenizer(spec.language_model)
+    vision = _load_vision_tower(spec.vision_tower, dtype)
+    lm = AutoModelForCausalLM.from_pretrained(spec.language_model, dtype=dtype)
+    config = LlavaConfig(
+        vision_config=vision.config.to_dict(),
+        text_config=lm.config.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=num_image_tokens(vision.config, spec.vision_feature_select_strategy),
+        projector_hidden_act=spec.projector_hidden_act,
+        vision_feature_layer=spec.vision_feature_layer,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        tie_word_embeddings=lm.config.tie_word_embeddings,
+    )
+    with torch.device("meta"):  # no throw-away random init of the big parts
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision
+    model.model.language_model = lm.base_model
+    model.lm_head = lm.get_output_embeddings()
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.text_config.vocab_size = model.get_input_embeddings().num_embeddings
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+    image_processor = AutoImageProcessor.from_pretrained(spec.vision_tower)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision.config.patch_size,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        chat_template=get_template(spec.template).jinja(),
+        num_additional_image_tokens=1 if _has_cls(vision) else 0,
+    )
+    return model, processor
+
+
+def _has_cls(vision: torch.nn.Module) -> bool:
+    return vision.config.model_type in ("clip_vision_model", "clip")
+
+
+def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    recipe.save(out_dir)
+
+
+def load_checkpoint(path: str | Path, dtype: str | None = None):
+    """Load a saved checkpoint (ours or any llava-hf one). Returns model, processor, template name."""
+    path = Path(path)
+    if path.exists() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = LlavaForConditionalGeneration.from_pretrained(path, **kwargs)
+    processor = AutoProcessor.from_pretrained(path)
+    processor.tokenizer.padding_side = "left"
+    recipe = Recipe.load(path) if path.exists() else None
+    template = recipe.spec.template if recipe else "vicuna_v1"
+    return model, processor, template

@@ -1,0 +1,180 @@
+"""The two-stage recipe: alignment (stage 1) then instruction tuning (stage 2), each resumable.
+
+A stage writes ``checkpoint-N`` folders while it runs and ``final/`` plus ``summary.json`` when it
+is done. Rerunning the same command skips finished stages and resumes an unfinished one from its
+last complete checkpoint (optimizer, scheduler, RNG and data position restored by the Trainer).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments, set_seed
+
+from allava.config import from_dict, load_yaml
+from allava.data.dataset import Collator, ConversationDataset, DataSource
+from allava.data.tokenize import ConversationEncoder
+from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
+from allava.train.trainer import AllavaTrainer, set_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageConfig:
+    data: list[DataSource]
+    train: list[str] = field(default_factory=lambda: ["projector"])
+    enabled: bool = True
+    epochs: float = 1.0
+    max_steps: int = -1
+    global_batch_size: int = 128
+    per_device_batch_size: int = 8
+    lr: float = 2e-5
+    projector_lr: float | None = None
+    min_lr: float = 0.0
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    model_max_length: int = 2048
+    group_by_modality: bool = True
+    gradient_checkpointing: bool = False
+    bf16: str | bool = "auto"  # auto: on where the accelerator supports it
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    dataloader_workers: int = 0
+    deepspeed: str | None = None
+    seed: int = 42
+
+
+@dataclass
+class TrainRecipe:
+    output_dir: str
+    model: ModelSpec
+    stages: dict[str, StageConfig]
+    threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class StageResult:
+    name: str
+    model_dir: str
+    steps: int
+    wall_s: float
+    tokens_per_s: float
+    losses: list[tuple[int, float]]
+    trainable: dict[str, int]
+    data: dict
+    skipped: bool = False
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainRecipe:
+    return from_dict(TrainRecipe, load_yaml(path, overrides))
+
+
+def _use_bf16(flag: str | bool) -> bool:
+    if flag == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(flag)
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """Newest checkpoint whose trainer state was written (the Trainer writes it last)."""
+    done = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(re.sub(r"\D", "", p.name)))) if done else None
+
+
+def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str | Path,
+              spec: ModelSpec, progress: bool = True) -> StageResult:
+    out_dir = Path(out_dir)
+    summary_path = out_dir / "summary.json"
+    if summary_path.exists():
+        result = StageResult(**json.loads(summary_path.read_text()))
+        result.skipped = True
+        return result
+    t0 = time.perf_counter()
+    set_seed(cfg.seed)  # the projector init and any new token embeddings are random
+    if isinstance(init, ModelSpec):
+        model, processor = build_model(init)
+        recipe = Recipe(spec=init)
+    else:
+        model, processor, _ = load_checkpoint(init)
+        recipe = Recipe.load(init) or Recipe(spec=spec)
+    trainable = set_trainable(model, cfg.train)
+    encoder = ConversationEncoder(processor.tokenizer, recipe.spec.template, processor.image_token,
+                                  model.config.image_seq_length, cfg.model_max_length)
+    dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
+                                  images_only="language_model" not in cfg.train)
+    world = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    accumulation = max(1, cfg.global_batch_size // (cfg.per_device_batch_size * world))
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr / cfg.lr if cfg.lr else 0.0},
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        bf16=_use_bf16(cfg.bf16),
+        activation_checkpointing=cfg.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_workers,
+        deepspeed=cfg.deepspeed,
+        seed=cfg.seed,
+        disable_tqdm=not progress,
+    )
+    trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=Collator(processor.tokenizer.pad_token_id),
+                            processing_class=processor, group_by_modality=cfg.group_by_modality,
+                            projector_lr=cfg.projector_lr)
+    resume = last_checkpoint(out_dir)
+    if resume:
+        log.info("%s: resuming from %s", name, resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+    final = out_dir / "final"
+    recipe.stage = name
+    recipe.history.append({"stage": name, "config": asdict(cfg), "steps": trainer.state.global_step})
+    save_checkpoint(model, processor, recipe, final)
+    report = dataset.report
+    result = StageResult(
+        name=name, model_dir=str(final), steps=trainer.state.global_step,
+        wall_s=time.perf_counter() - t0, tokens_per_s=trainer.tokens_per_second(),
+        losses=[(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
+        trainable=trainable,
+        data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
+              "skipped": report.skipped or {}, "skipped_examples": report.examples or []},
+    )
+    summary_path.write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def run_recipe(recipe: TrainRecipe, progress: bool = True) -> list[StageResult]:
+    """Run the enabled stages in order; each starts from the previous stage's output."""
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    init: ModelSpec | str = recipe.model
+    results = []
+    for name, cfg in recipe.stages.items():
+        if not cfg.enabled:
+            continue
+        result = run_stage(name, cfg, init, Path(recipe.output_dir) / name, recipe.model, progress)
+        if result.data.get("skipped"):
+            log.warning("%s: skipped %d records: %s", name, sum(result.data["skipped"].values()), result.data["skipped"])
+        results.append(result)
+        init = result.model_dir
+    return results
