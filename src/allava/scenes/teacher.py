@@ -1,0 +1,352 @@
+"""The scene-graph teacher: writes ALLaVA-shaped data the way GPT-4V does in the paper.
+
+ALLaVA distils, from ONE prompt per image (appendix A.1), a fine-grained caption, five
+candidate complex questions, one randomly chosen question and a detailed answer. Here the
+teacher reads the scene graph instead of pixels, so every statement is true by construction.
+It also writes LLaVA-format records (caption, complex instruct, LLaVA-1.5 short VQA) and
+text-only instructions that stand in for Evol-Instruct-GPT4-Turbo.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from allava.scenes.abilities import QA, SHORT_ANSWER_PROMPT, WHY_ABNORMAL, a, ask, phrase, where
+from allava.scenes.graph import Scene, SceneObject, plural
+
+PROMPT_VERSION = "allava-laion/1"
+VQA_PROMPT_VERSION = "llava-1.5-short/1"
+TEXT_PROMPT_VERSION = "scene-text/1"
+TEACHER = "scene"
+
+ALLAVA_LAION_PROMPT = (
+    "You are an excellent image describer and questioner ### You have three tasks in total #### Your first task is to "
+    "describe the given image as detailed as possible #### Your second task is to ask a complex question that requires "
+    "close inspection of the image and strong reasoning ability to answer, you should ask FIVE candidate questions in "
+    "different aspects and diverse ways, then RANDOMLY choose one of them to answer #### Your third task is to answer "
+    "the question you raised solely based on the given image ### When you ask questions, try to find the most valuable "
+    "information in the picture to ask about, and ask a question that is relevant to that information ### When you ask "
+    "questions, do not involve violence, advertisement, possible invasion of privacy, or questions that may cause "
+    "discomfort ### Do not mention anything from the prompt in your response ### You will follow the instructions to "
+    "the best of your ability ### Your response should follow the following format <start of description> "
+    "{description} <end of description> <start of candidate questions> {candidate questions} <end of candidate "
+    "questions> <start of question> {question} <end of question> <start of answer> {answer} <end of answer>"
+)
+
+# LLaVA appendix A, Table 8 (brief) and Table 9 (detailed description instructions).
+BRIEF_DESCRIPTION_INSTRUCTIONS = (
+    "Describe the image concisely.",
+    "Provide a brief description of the given image.",
+    "Offer a succinct explanation of the picture presented.",
+    "Summarize the visual content of the image.",
+    "Give a short and clear explanation of the subsequent image.",
+    "Share a concise interpretation of the image provided.",
+    "Present a compact description of the photo's key features.",
+    "Relay a brief, clear account of the picture shown.",
+    "Render a clear and concise summary of the photo.",
+    "Write a terse but informative summary of the picture.",
+    "Create a compact narrative representing the image presented.",
+)
+DETAILED_DESCRIPTION_INSTRUCTIONS = (
+    "Describe the following image in detail",
+    "Provide a detailed description of the given image",
+    "Give an elaborate explanation of the image you see",
+    "Share a comprehensive rundown of the presented image",
+    "Offer a thorough analysis of the image",
+    "Explain the various aspects of the image before you",
+    "Clarify the contents of the displayed image with great detail",
+    "Characterize the image using a well-detailed description",
+    "Break down the elements of the image in a detailed manner",
+    "Walk through the important details of the image",
+    "Portray the image with a rich, descriptive narrative",
+    "Narrate the contents of the image with precision",
+    "Analyze the image in a comprehensive and detailed manner",
+    "Illustrate the image through a descriptive explanation",
+    "Examine the image closely and share its details",
+    "Write an exhaustive depiction of the given image",
+)
+
+SECTIONS = ("description", "candidate questions", "question", "answer")
+NUM_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+MAX_VQA_TURNS = 8
+
+# ---------------------------------------------------------------- descriptions
+
+
+def background_phrase(scene: Scene) -> str:
+    """Name the background, including its slight tint, so captions are fine-grained."""
+    if scene.background == "outdoor":
+        return "a light blue sky above a strip of green grass"
+    r, g, b = scene.tint
+    if max(scene.tint) - min(scene.tint) < 10:
+        return "a plain light grey background"
+    tone = {0: "pink", 1: "green", 2: "blue"}[max(range(3), key=lambda i: (r, g, b)[i])]
+    return f"a plain, very pale {tone} background"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count_phrase(n: int, noun: str) -> str:
+    return f"{NUM_WORDS[n]} {noun if n == 1 else plural(noun)}"
+
+
+def _breakdown(objs: list[SceneObject]) -> str:
+    """'two circles and one star' in order of first appearance."""
+    names = list(dict.fromkeys(o.name for o in objs))
+    return _join([_count_phrase(sum(o.name == n for o in objs), n) for n in names])
+
+
+def _object_sentence(o: SceneObject, rng: random.Random) -> str:
+    np_, at = phrase(o), where(o.position)
+    pattern = rng.randrange(4)
+    if pattern == 0:
+        return f"{a(np_).capitalize()} sits {at}."
+    if pattern == 1:
+        return f"{at.capitalize()}, there is {a(np_)}."
+    if pattern == 2:
+        return f"There is {a(np_)} {at}."
+    return f"{a(np_).capitalize()} can be seen {at}."
+
+
+def _word_sentence(w: SceneObject, rng: random.Random) -> str:
+    return rng.choice((
+        f'A white sign {where(w.position)} shows the word "{w.text}" in bold black capital letters.',
+        f'{where(w.position).capitalize()}, the word "{w.text}" is printed in black on a white sign.',
+        f'The text "{w.text}" is written on a small white sign {where(w.position)}.',
+    ))
+
+
+def _abnormal_sentence(o: SceneObject, rng: random.Random) -> str:
+    place = "in the sky" if o.region == "sky" else "on the ground"
+    lead = rng.choice(("Something is unusual here:", "Strangely,", "The scene contains an oddity:"))
+    return f"{lead} the {o.name} is {place}, and {WHY_ABNORMAL[o.name]}."
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """Fine-grained description: every object's size, colour, name and position, the word, background, oddity."""
+    items = scene.items
+    noun = "shape" if scene.background == "plain" else "object"
+    n = len(items)
+    opening = rng.choice((
+        "The image shows {n} on {bg}.",
+        "This picture contains {n} arranged on {bg}.",
+        "In this image, {n} appear on {bg}.",
+    )).format(n=_count_phrase(n, noun), bg=background_phrase(scene))
+    sentences = [opening] + [_object_sentence(o, rng) for o in items]
+    if scene.word:
+        sentences.append(_word_sentence(scene.word, rng))
+    if n > 1:
+        sentences.append(f"In total there are {_count_phrase(n, noun)}: {_breakdown(items)}.")
+    if scene.abnormal:
+        sentences.append(_abnormal_sentence(scene.abnormal, rng))
+    elif scene.background == "outdoor":
+        sentences.append("Everything is where it belongs, so the scene looks normal.")
+    return " ".join(sentences)
+
+
+def clip_caption(scene: Scene) -> str:
+    """Short, fixed-pattern caption (< 60 words) for contrastive CLIP training."""
+    parts = [f"{a(phrase(o))} {where(o.position)}" for o in scene.items]
+    if scene.word:
+        parts.append(f"the word {scene.word.text} {where(scene.word.position)}")
+    text = _join(parts)
+    if scene.background == "outdoor":
+        text = f"an outdoor scene with {text}"
+        if scene.abnormal:
+            place = "in the sky" if scene.abnormal.region == "sky" else "on the ground"
+            text += f"; the {scene.abnormal.name} {place} is unusual"
+    else:
+        text = f"a plain background with {text}"
+    return text + "."
+
+
+def inventory(scene: Scene) -> str:
+    """Evidence sentence listing everything in the image, used at the start of detailed answers."""
+    items = scene.items
+    noun = "shape" if scene.background == "plain" else "object"
+    listing = _join([f"{a(phrase(o))} {where(o.position)}" for o in items])
+    text = f"The image contains {_count_phrase(len(items), noun)}: {listing}."
+    if scene.word:
+        text += f' There is also a sign reading "{scene.word.text}" {where(scene.word.position)}.'
+    return text
+
+
+# ---------------------------------------------------------------- ALLaVA-LAION output
+
+_COMPLEX = (
+    "{Q} Explain how you arrived at your answer.",
+    "Take a close look at the image. {Q} Describe the visual evidence that supports your answer.",
+    "Inspecting every part of the picture carefully, {q}",
+    "{Q} Reason step by step before giving the final answer.",
+    "Based on the arrangement of the objects in the scene, {q} Justify your answer.",
+)
+
+
+def complex_question(qa: QA, rng: random.Random) -> str:
+    """Turn a short question into an ALLaVA-style question that asks for reasoning."""
+    q = qa.question
+    return rng.choice(_COMPLEX).format(Q=q, q=_lc_first(q))
+
+
+def _layout_qa(scene: Scene) -> QA:
+    return QA("layout", "Describe where each object is located in the image.", "", inventory(scene))
+
+
+def detailed_answer(scene: Scene, qa: QA, rng: random.Random) -> str:
+    """Evidence first (inventory + the specific observation), then the short answer."""
+    if qa.ability == "layout":
+        return qa.reason
+    lead = rng.choice(("", "Let me look at the image carefully. ", "To answer this, I first inspect the whole image. "))
+    return f"{lead}{inventory(scene)} {qa.reason} Therefore, the answer is {qa.answer}."
+
+
+def diverse_choice(qas: list[QA], rng: random.Random) -> QA:
+    """Pick an answer uniformly, then a QA with it: keeps frequent answers (e.g. count "1") from dominating."""
+    answer = rng.choice(list(dict.fromkeys(qa.answer for qa in qas)))
+    return rng.choice([qa for qa in qas if qa.answer == answer])
+
+
+def _candidates(scene: Scene, rng: random.Random, k: int = 5) -> list[QA]:
+    """k QAs from as many different abilities as possible (ALLaVA: 'different aspects')."""
+    per_ability = ask(scene, rng)
+    names = list(per_ability)
+    rng.shuffle(names)
+    chosen = [diverse_choice(per_ability[n], rng) for n in names][:k]
+    rest = [qa for n in names for qa in per_ability[n] if qa not in chosen]
+    rng.shuffle(rest)
+    for qa in rest + [_layout_qa(scene)]:
+        if len(chosen) >= k:
+            break
+        if all(qa.question != c.question for c in chosen):
+            chosen.append(qa)
+    return chosen
+
+
+def format_raw(description: str, candidates: list[str], question: str, answer: str) -> str:
+    """The teacher output in the exact tagged format the A.1 prompt requests."""
+    numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(candidates, 1))
+    body = (description, numbered, question, answer)
+    return "\n".join(f"<start of {s}>\n{t}\n<end of {s}>" for s, t in zip(SECTIONS, body))
+
+
+def parse_raw(raw: str) -> dict:
+    """Inverse of format_raw; also how a real GPT-4V answer to the A.1 prompt would be parsed."""
+    out: dict = {}
+    for s in SECTIONS:
+        m = re.search(rf"<start of {s}>\s*(.*?)\s*<end of {s}>", raw, flags=re.S)
+        if not m:
+            raise ValueError(f"missing section {s!r}")
+        out[s] = m.group(1)
+    lines = [ln.strip() for ln in out.pop("candidate questions").splitlines() if ln.strip()]
+    out["candidate_questions"] = [re.sub(r"^\d+[.)]\s*", "", ln) for ln in lines]
+    return out
+
+
+def allava_laion(scene: Scene, rng: random.Random) -> dict:
+    """One teacher call: description, 5 candidate questions, a random pick, a reasoned answer, and `raw`."""
+    description = caption(scene, rng)
+    cands = _candidates(scene, rng)
+    questions = [complex_question(qa, rng) for qa in cands]
+    pick = rng.randrange(len(cands))
+    answer = detailed_answer(scene, cands[pick], rng)
+    return {
+        "description": description,
+        "candidate_questions": questions,
+        "question": questions[pick],
+        "answer": answer,
+        "short_answer": cands[pick].answer,
+        "ability": cands[pick].ability,
+        "raw": format_raw(description, questions, questions[pick], answer),
+    }
+
+
+# ---------------------------------------------------------------- text-only (Evol-Instruct stand-in)
+
+_TEXT_INTROS = (
+    "Here is a description of a picture:",
+    "Read the following scene description and answer my questions about it.",
+    "Imagine an image described as follows.",
+    "A friend describes a drawing to you:",
+)
+
+
+def _spec_list(scene: Scene) -> str:
+    lines = [f"- {phrase(o)}: {o.position}" for o in scene.items]
+    if scene.word:
+        lines.append(f'- sign with the word "{scene.word.text}": {scene.word.position}')
+    return f"Background: {background_phrase(scene)}.\nObjects on a 3x3 grid:\n" + "\n".join(lines)
+
+
+def one_per_ability(scene: Scene, rng: random.Random, cap: int = MAX_VQA_TURNS) -> list[QA]:
+    """One random QA from each applicable ability, shuffled, at most `cap`."""
+    per_ability = ask(scene, rng)
+    qas = [diverse_choice(v, rng) for v in per_ability.values()]
+    rng.shuffle(qas)
+    return qas[:cap]
+
+
+def _lc_first(s: str) -> str:
+    return s if s.startswith("I ") else s[0].lower() + s[1:]
+
+
+def text_only(scene: Scene, rng: random.Random) -> dict:
+    """A text-only conversation: a scene described in words, then questions answerable from the text."""
+    desc = caption(scene, rng) if rng.random() < 0.6 else _spec_list(scene)
+    detailed = rng.random() < 0.5
+    qas = one_per_ability(scene, rng)[: rng.randint(2, 4)]
+    conv = []
+    for i, qa in enumerate(qas):
+        q = qa.question if detailed else f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
+        if i == 0:
+            q = f"{rng.choice(_TEXT_INTROS)}\n\n{desc}\n\n{q}"
+        ans = f"According to the description, {_lc_first(qa.reason)} So the answer is {qa.answer}." if detailed else qa.answer
+        conv += [{"from": "human", "value": q}, {"from": "gpt", "value": ans}]
+    return {"conversations": conv, "abilities": [qa.ability for qa in qas], "detailed": detailed}
+
+
+# ---------------------------------------------------------------- LLaVA records
+
+
+def _meta(task: str, ability: str, version: str, raw: str | None, scene: Scene, **extra) -> dict:
+    return {"teacher": TEACHER, "task": task, "ability": ability, "prompt_version": version, "raw": raw,
+            "scene_kind": scene.kind, "seed": scene.seed, **extra}
+
+
+def caption_record(rid: str, image: str, scene: Scene, out: dict, rng: random.Random) -> dict:
+    """Stage-1 style record: a Table 9 instruction, answered with the teacher's description."""
+    human = "<image>\n" + rng.choice(DETAILED_DESCRIPTION_INSTRUCTIONS)
+    return {"id": rid, "image": image,
+            "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": out["description"]}],
+            "meta": _meta("caption", "caption", PROMPT_VERSION, out["raw"], scene)}
+
+
+def allava_record(rid: str, image: str, scene: Scene, out: dict) -> dict:
+    """ALLaVA-Instruct record: the chosen complex question and its detailed answer."""
+    return {"id": rid, "image": image,
+            "conversations": [{"from": "human", "value": "<image>\n" + out["question"]},
+                              {"from": "gpt", "value": out["answer"]}],
+            "meta": _meta("allava_instruct", out["ability"], PROMPT_VERSION, out["raw"], scene,
+                          short_answer=out["short_answer"])}
+
+
+def vqa_record(rid: str, image: str, scene: Scene, rng: random.Random, max_turns: int = MAX_VQA_TURNS) -> dict:
+    """LLaVA-1.5 short-answer multi-turn record: one turn per applicable ability."""
+    qas = one_per_ability(scene, rng, max_turns)
+    conv = []
+    for i, qa in enumerate(qas):
+        human = f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
+        conv += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + human},
+                 {"from": "gpt", "value": qa.answer}]
+    return {"id": rid, "image": image, "conversations": conv,
+            "meta": _meta("short_vqa", "mixed", VQA_PROMPT_VERSION, None, scene,
+                          abilities=[qa.ability for qa in qas])}
+
+
+def text_record(rid: str, scene: Scene, rng: random.Random) -> dict:
+    """Text-only instruction record (no image, no <image> token)."""
+    t = text_only(scene, rng)
+    return {"id": rid, "conversations": t["conversations"],
+            "meta": _meta("text_only", "mixed", TEXT_PROMPT_VERSION, None, scene,
+                          abilities=t["abilities"], detailed=t["detailed"])}

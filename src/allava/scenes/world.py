@@ -1,0 +1,247 @@
+"""Build the whole offline dataset on disk: the miniature ALLaVA / LLaVA / StableLLaVA world.
+
+Layout of `out_dir`:
+    images/train/{id}.png, images/bench/{id}.png   (record paths are relative to images/)
+    captions.jsonl    stage-1 caption records (ALLaVA-Caption stand-in)
+    instruct.jsonl    ALLaVA-Instruct records + LLaVA-1.5 short-VQA records
+    text.jsonl        text-only records (Evol-Instruct stand-in)
+    clip_pairs.jsonl  {"image", "caption"} for contrastive CLIP training
+    corpus.txt        one text per line for LM (and tokenizer) pretraining
+    bench.jsonl       held-out short-answer benchmark, balanced per ability
+    bench_meta.json   answer space, chance and n per ability
+    world.json        the config and counts, for provenance
+Train, text-only and bench scenes come from disjoint seed ranges, so the benchmark is held out.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from allava.scenes.abilities import ABILITIES, QA, SHORT_ANSWER_PROMPT, ask
+from allava.scenes.graph import SceneConfig, sample_scene
+from allava.scenes.render import render
+from allava.scenes.teacher import (
+    BRIEF_DESCRIPTION_INSTRUCTIONS,
+    DETAILED_DESCRIPTION_INSTRUCTIONS,
+    allava_laion,
+    allava_record,
+    caption_record,
+    clip_caption,
+    text_record,
+    vqa_record,
+)
+
+SEED_STRIDE = 10**6  # each WorldConfig.seed owns [seed * STRIDE, (seed + 1) * STRIDE)
+TEXT_OFFSET = 600_000
+BENCH_OFFSET = 800_000
+BENCH_MAX_SCENES = SEED_STRIDE - BENCH_OFFSET
+STALL_LIMIT = 300  # scenes without progress before an answer cap is relaxed
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    n_train_images: int = 3000
+    n_bench_per_ability: int = 40
+    image_size: int = 96
+    n_text: int = 1500
+
+    def __post_init__(self) -> None:
+        if not 0 < self.n_train_images <= TEXT_OFFSET or not 0 <= self.n_text <= BENCH_OFFSET - TEXT_OFFSET:
+            raise ValueError("n_train_images / n_text exceed their seed ranges")
+
+
+@dataclass
+class WorldFiles:
+    root: Path
+    images: Path
+    captions: Path
+    instruct: Path
+    text: Path
+    clip_pairs: Path
+    corpus: Path
+    bench: Path
+    bench_meta: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def train_seed(cfg: WorldConfig, i: int) -> int:
+    return cfg.seed * SEED_STRIDE + i
+
+
+def text_seed(cfg: WorldConfig, i: int) -> int:
+    return cfg.seed * SEED_STRIDE + TEXT_OFFSET + i
+
+
+def bench_seed(cfg: WorldConfig, j: int) -> int:
+    return cfg.seed * SEED_STRIDE + BENCH_OFFSET + j
+
+
+def _bar(total: int, desc: str, progress: bool, unit: str = "img") -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+
+
+def save_png(img: Image.Image, path: Path) -> None:
+    """Encode in memory then write once: much faster than Image.save(path) on busy disks."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _texts(record: dict) -> list[str]:
+    """Every turn of a record as plain text (no <image> token) for the LM corpus."""
+    return [t["value"].replace("<image>\n", "") for t in record["conversations"]]
+
+
+def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: bool) -> dict[str, list]:
+    out: dict[str, list] = {"captions": [], "instruct": [], "clip": []}
+    with _bar(cfg.n_train_images, "train images", progress) as bar:
+        for i in range(cfg.n_train_images):
+            seed = train_seed(cfg, i)
+            scene = sample_scene(seed, scfg)
+            rid = f"train-{i:06d}"
+            image = f"train/{rid}.png"
+            save_png(render(scene), img_dir / f"{rid}.png")
+            rng = random.Random(f"teacher/{seed}")
+            teacher_out = allava_laion(scene, rng)
+            out["captions"].append(caption_record(f"{rid}-cap", image, scene, teacher_out, rng))
+            out["instruct"].append(allava_record(f"{rid}-allava", image, scene, teacher_out))
+            out["instruct"].append(vqa_record(f"{rid}-vqa", image, scene, rng))
+            out["clip"].append({"image": image, "caption": clip_caption(scene)})
+            bar.update()
+    return out
+
+
+def _build_text(cfg: WorldConfig, scfg: SceneConfig, progress: bool) -> list[dict]:
+    rows = []
+    with _bar(cfg.n_text, "text-only", progress, unit="rec") as bar:
+        for i in range(cfg.n_text):
+            seed = text_seed(cfg, i)
+            rows.append(text_record(f"text-{i:06d}", sample_scene(seed, scfg), random.Random(f"text/{seed}")))
+            bar.update()
+    return rows
+
+
+def _pick_bench_qa(qas: dict[str, list[QA]], needy: list[str], answers: dict[str, Counter], slack: dict[str, int],
+                   rng: random.Random) -> QA | None:
+    """The least-filled ability with a QA whose answer is among its least-used ones (within `slack`)."""
+    for name in needy:
+        floor = min(answers[name][ans] for ans in ABILITIES[name].answer_space)
+        ok = [qa for qa in qas.get(name, []) if answers[name][qa.answer] < floor + slack[name]]
+        if ok:
+            fewest = min(answers[name][qa.answer] for qa in ok)
+            return rng.choice([qa for qa in ok if answers[name][qa.answer] == fewest])
+    return None
+
+
+def _build_bench(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: bool) -> list[dict]:
+    """n questions per ability, one per image, answers balanced round-robin (slack grows when an answer is rare)."""
+    names, n = list(ABILITIES), cfg.n_bench_per_ability
+    answers = {a: Counter() for a in names}
+    slack = {a: 1 for a in names}
+    stall = Counter()
+    rows: list[dict] = []
+    with _bar(n * len(names), "benchmark", progress) as bar:
+        for j in range(BENCH_MAX_SCENES):
+            needy = [a for a in names if sum(answers[a].values()) < n]
+            if not needy:
+                break
+            needy.sort(key=lambda a: sum(answers[a].values()))
+            seed = bench_seed(cfg, j)
+            scene = sample_scene(seed, scfg)
+            rng = random.Random(f"bench/{seed}")
+            qa = _pick_bench_qa(ask(scene, rng, needy), needy, answers, slack, rng)
+            for a in needy:
+                stall[a] = 0 if qa is not None and qa.ability == a else stall[a] + 1
+                if stall[a] > STALL_LIMIT:
+                    slack[a], stall[a] = slack[a] + 1, 0
+            if qa is None:
+                continue
+            rid = f"bench-{len(rows):05d}"
+            save_png(render(scene), img_dir / f"{rid}.png")
+            answers[qa.ability][qa.answer] += 1
+            rows.append({"id": rid, "image": f"bench/{rid}.png", "question": qa.question, "answer": qa.answer,
+                         "ability": qa.ability, "prompt": f"{qa.question}\n{SHORT_ANSWER_PROMPT}", "seed": seed})
+            bar.update()
+        else:
+            raise RuntimeError("benchmark could not be filled; an ability almost never applies")
+    rows.sort(key=lambda r: (names.index(r["ability"]), r["id"]))
+    return rows
+
+
+def bench_meta(rows: list[dict]) -> dict:
+    n = Counter(r["ability"] for r in rows)
+    return {
+        "abilities": {
+            name: {"answer_space": list(ab.answer_space), "chance": ab.chance, "n": n[name]}
+            for name, ab in ABILITIES.items()
+        },
+        "short_answer_prompt": SHORT_ANSWER_PROMPT,
+        "n": len(rows),
+    }
+
+
+def _corpus(groups: list[list[dict]], clip: list[dict]) -> list[str]:
+    """All training text, one per line, exact duplicates dropped (order of first appearance)."""
+    lines: dict[str, None] = dict.fromkeys(
+        (*BRIEF_DESCRIPTION_INSTRUCTIONS, *DETAILED_DESCRIPTION_INSTRUCTIONS, SHORT_ANSWER_PROMPT))
+    for rows in groups:
+        for r in rows:
+            for t in _texts(r):
+                lines[" ".join(t.split())] = None
+    for c in clip:
+        lines[c["caption"]] = None
+    return list(lines)
+
+
+def build_world(out_dir: str | Path, cfg: WorldConfig | None = None, progress: bool = True) -> WorldFiles:
+    """Render and write the full dataset; the same config gives byte-identical files."""
+    cfg = cfg or WorldConfig()
+    t0 = time.perf_counter()
+    root = Path(out_dir)
+    images = root / "images"
+    for sub in ("train", "bench"):
+        (images / sub).mkdir(parents=True, exist_ok=True)
+    scfg = SceneConfig(image_size=cfg.image_size)
+    files = WorldFiles(root, images, root / "captions.jsonl", root / "instruct.jsonl", root / "text.jsonl",
+                       root / "clip_pairs.jsonl", root / "corpus.txt", root / "bench.jsonl", root / "bench_meta.json")
+
+    train = _build_train(cfg, scfg, images / "train", progress)
+    text = _build_text(cfg, scfg, progress)
+    bench = _build_bench(cfg, scfg, images / "bench", progress)
+    corpus = _corpus([train["captions"], train["instruct"], text], train["clip"])
+
+    _write_jsonl(files.captions, train["captions"])
+    _write_jsonl(files.instruct, train["instruct"])
+    _write_jsonl(files.text, text)
+    _write_jsonl(files.clip_pairs, train["clip"])
+    _write_jsonl(files.bench, bench)
+    files.corpus.write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    files.bench_meta.write_text(json.dumps(bench_meta(bench), indent=2) + "\n", encoding="utf-8")
+    files.counts = {"train_images": cfg.n_train_images, "captions": len(train["captions"]),
+                    "instruct": len(train["instruct"]), "text": len(text), "clip_pairs": len(train["clip"]),
+                    "bench": len(bench), "corpus_lines": len(corpus)}
+    (root / "world.json").write_text(json.dumps({"config": asdict(cfg), "counts": files.counts}, indent=2) + "\n",
+                                     encoding="utf-8")
+    files.seconds = time.perf_counter() - t0
+    return files

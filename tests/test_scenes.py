@@ -1,0 +1,183 @@
+"""Scene world: determinism, ability answer spaces, teacher format, LLaVA records, world builder."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from allava.scenes.abilities import ABILITIES, QA, SHORT_ANSWER_PROMPT, ask, register
+from allava.scenes.graph import COLORS, SceneConfig, sample_scene
+from allava.scenes.render import object_center, render
+from allava.scenes.teacher import (
+    ALLAVA_LAION_PROMPT,
+    BRIEF_DESCRIPTION_INSTRUCTIONS,
+    DETAILED_DESCRIPTION_INSTRUCTIONS,
+    PROMPT_VERSION,
+    allava_laion,
+    allava_record,
+    caption,
+    caption_record,
+    clip_caption,
+    parse_raw,
+    text_record,
+    vqa_record,
+)
+from allava.scenes.world import WorldConfig, bench_seed, build_world, read_jsonl, text_seed, train_seed
+
+SCENES = [sample_scene(s) for s in range(300)]
+
+
+def _records(scene, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = allava_laion(scene, rng)
+    return [caption_record("c", "train/x.png", scene, out, rng), allava_record("a", "train/x.png", scene, out),
+            vqa_record("v", "train/x.png", scene, rng)]
+
+
+def test_same_seed_same_pixels_and_records():
+    for seed in (0, 7, 123):
+        a, b = sample_scene(seed), sample_scene(seed)
+        assert a == b
+        assert np.array_equal(np.asarray(render(a)), np.asarray(render(b)))
+        assert _records(a, seed) == _records(b, seed)
+    assert not np.array_equal(np.asarray(render(SCENES[1])), np.asarray(render(SCENES[2])))
+
+
+def test_image_size_is_configurable():
+    img = render(sample_scene(5, SceneConfig(image_size=64)))
+    assert img.size == (64, 64) and img.mode == "RGB"
+
+
+def test_answer_spaces_and_answers():
+    assert len(ABILITIES) >= 9
+    for ab in ABILITIES.values():
+        assert len(ab.answer_space) >= 4 and ab.chance == 1 / len(ab.answer_space)
+    for scene in SCENES:
+        for name, qas in ask(scene, random.Random(scene.seed)).items():
+            for qa in qas:
+                assert qa.ability == name and qa.question.strip()
+                assert qa.answer in ABILITIES[name].answer_space and qa.answer == qa.answer.lower()
+
+
+def test_every_ability_occurs_in_200_scenes():
+    seen = set()
+    for scene in SCENES[:200]:
+        seen |= set(ask(scene, random.Random(scene.seed)))
+    assert seen == set(ABILITIES)
+
+
+def test_each_ability_has_three_phrasings():
+    questions: dict[str, set[str]] = {}
+    for scene in SCENES:
+        for name, qas in ask(scene, random.Random(scene.seed)).items():
+            questions.setdefault(name, set()).update(qa.question.split(" the ")[0] for qa in qas)
+    assert all(len(q) >= 3 for q in questions.values()), {k: len(v) for k, v in questions.items()}
+
+
+def test_rendered_colour_matches_declared_colour():
+    palette = {name: np.array(rgb) for name, rgb in COLORS.items()}
+    checked = 0
+    for scene in SCENES[:120]:
+        img = np.asarray(render(scene)).astype(int)
+        for obj in scene.shapes:
+            x, y = object_center(scene, obj)
+            nearest = min(palette, key=lambda n: np.abs(palette[n] - img[y, x]).sum())
+            assert nearest == obj.color, (scene.seed, obj)
+            checked += 1
+    assert checked > 100
+
+
+def test_custom_ability_registration():
+    with pytest.raises(ValueError):
+        register("tiny", ["yes", "no"])
+
+    @register("n_things", [str(i) for i in range(10)])
+    def n_things(scene, rng):
+        return [QA("n_things", "How many things?", str(len(scene.objects)))]
+
+    try:
+        assert ask(SCENES[0], random.Random(0), ["n_things"])["n_things"][0].answer == str(len(SCENES[0].objects))
+    finally:
+        del ABILITIES["n_things"]
+
+
+def test_raw_parses_back_into_four_sections():
+    assert "guestions" not in ALLAVA_LAION_PROMPT and "{candidate questions}" in ALLAVA_LAION_PROMPT
+    assert PROMPT_VERSION == "allava-laion/1"
+    assert len(BRIEF_DESCRIPTION_INSTRUCTIONS) == 11 and len(DETAILED_DESCRIPTION_INSTRUCTIONS) == 16
+    for scene in SCENES[:60]:
+        out = allava_laion(scene, random.Random(scene.seed))
+        parsed = parse_raw(out["raw"])
+        assert parsed["description"] == out["description"] and parsed["answer"] == out["answer"]
+        assert parsed["candidate_questions"] == out["candidate_questions"]
+        assert len(set(parsed["candidate_questions"])) == 5
+        assert parsed["question"] in parsed["candidate_questions"]
+        assert out["raw"].startswith("<start of description>\n") and out["raw"].endswith("\n<end of answer>")
+
+
+def test_caption_is_fine_grained():
+    for scene in SCENES[:60]:
+        text = caption(scene, random.Random(scene.seed))
+        for obj in scene.items:
+            assert obj.name in text and (obj.color is None or obj.color in text)
+        if scene.word:
+            assert scene.word.text in text
+        if scene.abnormal:
+            assert "unusual" in text or "Strangely" in text or "oddity" in text
+        assert len(clip_caption(scene).split()) < 60
+
+
+def _check_conversation(conv: list[dict], image: bool) -> None:
+    assert conv and len(conv) % 2 == 0
+    for i, turn in enumerate(conv):
+        assert turn["from"] == ("human" if i % 2 == 0 else "gpt") and turn["value"].strip()
+    joined = "".join(t["value"] for t in conv)
+    assert joined.count("<image>") == (1 if image else 0)
+    if image:
+        assert conv[0]["value"].startswith("<image>\n")
+
+
+def test_llava_records_are_valid():
+    for scene in SCENES[:80]:
+        for rec in _records(scene, scene.seed):
+            assert rec["id"] and rec["image"].endswith(".png") and rec["meta"]["teacher"] == "scene"
+            _check_conversation(rec["conversations"], image=True)
+        vqa = _records(scene, scene.seed)[2]["conversations"]
+        assert len(vqa) <= 16 and all(t["value"].endswith(SHORT_ANSWER_PROMPT) for t in vqa[::2])
+        text = text_record("t", scene, random.Random(scene.seed))
+        assert "image" not in text
+        _check_conversation(text["conversations"], image=False)
+
+
+def test_seed_ranges_are_disjoint():
+    for s in (0, 1, 2):
+        cfg = WorldConfig(seed=s)
+        train = {train_seed(cfg, i) for i in range(cfg.n_train_images)}
+        others = {text_seed(cfg, i) for i in range(cfg.n_text)} | {bench_seed(cfg, j) for j in range(50_000)}
+        assert not train & others
+        assert not train & {bench_seed(WorldConfig(seed=t), j) for t in (0, 1, 2) for j in range(50_000)}
+
+
+def test_build_world_tiny(tmp_path):
+    cfg = WorldConfig(seed=3, n_train_images=12, n_bench_per_ability=3, n_text=6)
+    files = build_world(tmp_path, cfg, progress=False)
+    for p in (files.captions, files.instruct, files.text, files.clip_pairs, files.corpus, files.bench, files.bench_meta):
+        assert p.exists() and p.stat().st_size > 0
+    captions, instruct = read_jsonl(files.captions), read_jsonl(files.instruct)
+    assert len(captions) == 12 and len(instruct) == 24 and len(read_jsonl(files.text)) == 6
+    for rec in captions + instruct + read_jsonl(files.clip_pairs):
+        assert (files.images / rec["image"]).exists()
+    bench = read_jsonl(files.bench)
+    meta = json.loads(files.bench_meta.read_text())
+    assert set(meta["abilities"]) == set(ABILITIES) and len(bench) == 3 * len(ABILITIES)
+    train_seeds = {train_seed(cfg, i) for i in range(cfg.n_train_images)}
+    for row in bench:
+        assert (files.images / row["image"]).exists() and row["seed"] not in train_seeds
+        assert row["answer"] in meta["abilities"][row["ability"]]["answer_space"]
+    lines = files.corpus.read_text().splitlines()
+    assert len(lines) == files.counts["corpus_lines"] and all(ln.strip() and "<image>" not in ln for ln in lines)
+    again = build_world(tmp_path / "again", cfg, progress=False)
+    for name in ("captions.jsonl", "instruct.jsonl", "text.jsonl", "bench.jsonl", "corpus.txt"):
+        assert (tmp_path / name).read_bytes() == (again.root / name).read_bytes()
