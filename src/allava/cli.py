@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -48,6 +49,41 @@ def _data(p: argparse.ArgumentParser):
     sub = p.add_subparsers(dest="data_verb", required=True)
     add_validate_parser(sub)
     return run_validate
+
+
+@verb("chat", "talk with a saved checkpoint about an image (multi-turn)")
+def _chat(p: argparse.ArgumentParser):
+    p.add_argument("--model", required=True, help="checkpoint folder (ours or any llava-hf one)")
+    p.add_argument("--image", help="image to talk about (omit for a text-only chat)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+
+    def run(args) -> int:
+        from allava.evaluate.generate import Answerer
+        from allava.serve.chat import Chat, run_chat
+
+        chat = Chat(Answerer(args.model), args.image, args.max_new_tokens)
+        run_chat(chat, interactive=sys.stdin.isatty())
+        return 0
+    return run
+
+
+@verb("quickstart", "offline end-to-end run: synthetic world, stage 0/1/2 training, evaluation, report")
+def _quickstart(p: argparse.ArgumentParser):
+    p.add_argument("--out", default="runs/quickstart", help="output folder (rerun to resume)")
+    p.add_argument("--config", help="quickstart YAML (default: configs/quickstart.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.n_train_images=500")
+    p.add_argument("--skip-stage1", action="store_true", help="stage 2 alone (the ALLaVA Table 6 ablation)")
+    p.add_argument("--no-ablation", action="store_true", help="do not also train the stage-2-only model")
+
+    def run(args) -> int:
+        from allava.quickstart import load_quickstart_config, run_quickstart
+
+        cfg = load_quickstart_config(args.config, args.overrides)
+        run_quickstart(args.out, cfg, skip_stage1=args.skip_stage1, ablation=not args.no_ablation)
+        print((Path(args.out) / "report.md").read_text())
+        print(f"report: {Path(args.out) / 'report.md'} (machine-readable: report.json)")
+        return 0
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:

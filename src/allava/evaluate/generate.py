@@ -1,0 +1,44 @@
+"""Greedy answers from a checkpoint, batched, with the prompt built exactly as in training."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from allava.data.tokenize import ConversationEncoder
+from allava.model.build import load_checkpoint
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+
+
+@dataclass
+class Question:
+    conversations: list[dict]  # ending with a human turn
+    image: str | Path | None = None
+
+
+class Answerer:
+    def __init__(self, model_dir: str | Path, max_length: int = 4096):
+        self.model, self.processor, self.template = load_checkpoint(model_dir)
+        self.model.eval()
+        self.tokenizer = self.processor.tokenizer
+        self.encoder = ConversationEncoder(self.tokenizer, self.template, self.processor.image_token,
+                                           self.model.config.image_seq_length, max_length)
+
+    @torch.inference_mode()
+    def answer(self, questions: list[Question], max_new_tokens: int = 32) -> list[str]:
+        prompts = [self.encoder.prompt_ids(q.conversations) for q in questions]
+        n = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (n - len(p)) + p for p in prompts])  # left padding for generation
+        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
+        images = [Image.open(q.image).convert("RGB") for q in questions if q.image is not None]
+        kwargs = {}
+        if images:
+            kwargs["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(
+                self.model.dtype)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+        return [self.tokenizer.decode(row[n:], skip_special_tokens=True).strip() for row in out]

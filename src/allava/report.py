@@ -1,0 +1,97 @@
+"""The quickstart's report: Markdown for people, JSON for machines, one loss-curve PNG."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TARGET_ACCURACY = 0.85
+TARGET_CHANCE_MULTIPLE = 2.0
+TARGET_WALL_S = 15 * 60
+
+
+def plot_losses(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = report["phases"]
+    curves = []
+    for name in ("stage0-lm", "stage0-clip"):
+        if phases.get(name, {}).get("loss_history"):
+            curves.append((name, list(enumerate(phases[name]["loss_history"], 1))))
+    for key, phase in phases.items():
+        for stage, info in phase.get("stages", {}).items():
+            curves.append((f"{key.removeprefix('train-')}/{stage}", info["losses"]))
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3), squeeze=False)
+    for ax, (name, points) in zip(axes[0], curves):
+        if points:
+            steps, losses = zip(*points)
+            ax.plot(steps, losses, lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def targets(report: dict) -> dict[str, dict]:
+    final = report["evals"].get("full/stage2") or report["evals"].get("stage2-only/stage2")
+    out = {"wall_time": {"value": report["wall_s_total"], "target": f"<= {TARGET_WALL_S} s",
+                         "met": report["wall_s_total"] <= TARGET_WALL_S}}
+    if final:
+        out["overall_accuracy"] = {"value": final["overall"], "target": f">= {TARGET_ACCURACY}",
+                                   "met": final["overall"] >= TARGET_ACCURACY}
+        weakest = min(final["abilities"].items(), key=lambda kv: kv[1]["accuracy"] / kv[1]["chance"])
+        ratio = weakest[1]["accuracy"] / weakest[1]["chance"]
+        out["every_ability_vs_chance"] = {"value": f"{weakest[0]}: {ratio:.1f}x chance",
+                                          "target": f">= {TARGET_CHANCE_MULTIPLE}x",
+                                          "met": ratio >= TARGET_CHANCE_MULTIPLE}
+    return out
+
+
+def _ability_table(evals: dict) -> list[str]:
+    cols = list(evals)
+    abilities = sorted({a for e in evals.values() for a in e["abilities"]})
+    lines = ["| ability | chance | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for a in abilities:
+        chance = next(e["abilities"][a]["chance"] for e in evals.values() if a in e["abilities"])
+        cells = [f"{evals[c]['abilities'][a]['accuracy']:.1%}" if a in evals[c]["abilities"] else "-" for c in cols]
+        lines.append(f"| {a} | {chance:.1%} | " + " | ".join(cells) + " |")
+    lines.append("| **overall** | | " + " | ".join(f"**{evals[c]['overall']:.1%}**" for c in cols) + " |")
+    return lines
+
+
+def write_quickstart_report(out: Path, report: dict) -> None:
+    report["targets"] = targets(report)
+    plot_losses(report, out / "loss_curves.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    phases = report["phases"]
+    lines = ["# allava quickstart report", "",
+             f"Total wall time {report['wall_s_total'] / 60:.1f} min on {report['threads']} CPU threads; "
+             f"peak RSS {report['peak_rss_mb']:.0f} MiB.", "", "## Targets", "",
+             "| target | measured | wanted | met |", "|---|---|---|---|"]
+    for name, t in report["targets"].items():
+        value = f"{t['value']:.3f}" if isinstance(t["value"], float) else t["value"]
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    lines += ["", "## Held-out short-answer accuracy per ability", "",
+              "Columns: `full/stage1` = after alignment only, `full/stage2` = stage 1 + stage 2, "
+              "`stage2-only/stage2` = stage 2 alone (ALLaVA Table 6 ablation, `--skip-stage1`).", ""]
+    lines += _ability_table(report["evals"])
+    lines += ["", "## Phases", "", "| phase | wall (s) | notes |", "|---|---|---|"]
+    for name, p in phases.items():
+        notes = ""
+        if "stages" in p:
+            notes = "; ".join(f"{s}: {i['steps']} steps, {i['tokens_per_s']:.0f} tokens/s, trained {sorted(i['trainable'])}"
+                              for s, i in p["stages"].items())
+        elif "tokens_per_s" in p:
+            notes = f"{p['tokens_per_s']:.0f} tokens/s, final loss {p.get('final_loss', float('nan')):.3f}"
+        elif "retrieval_acc" in p:
+            notes = f"held-out image→text retrieval top-1 {p['retrieval_acc']:.1%}"
+        elif "counts" in p:
+            notes = ", ".join(f"{k} {v}" for k, v in p["counts"].items())
+        lines.append(f"| {name} | {p['wall_s']:.1f} | {notes} |")
+    lines += ["", "![loss curves](loss_curves.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,217 @@
+"""Stage 0c: train a tiny CLIP contrastively from scratch (CLIP-ViT-L/14-336 stand-in).
+
+The saved folder is laid out like `openai/clip-vit-large-patch14-336`, so the LLaVA builder loads the
+frozen vision tower with `CLIPVisionModel.from_pretrained` / `CLIPImageProcessor.from_pretrained`.
+
+Speed: every image goes through the image processor once (resize + center crop, kept as uint8);
+each step only rescales/normalizes a batch with the processor's own constants.
+Text: captions are `<s> caption </s>`; the text config's `eos_token_id` is the tokenizer's eos, so
+`CLIPTextTransformer` pools at the first eos position (transformers treats `eos_token_id == 2`
+as a legacy config and pools at argmax(input_ids) instead, hence the check below).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+
+from allava.model.presets import TinyCLIP
+from allava.train.pretrain_lm import use_bf16
+
+ImageLike = str | Path | Image.Image
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass
+class CLIPTrainConfig:
+    max_steps: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_size: int = 256  # held-out pairs (capped at 20% of the data)
+    eval_batch: int = 64  # retrieval is top-1 among this many captions
+    bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16
+
+
+def make_image_processor(image_size: int):
+    """A CLIP image processor for `image_size` (the slow PIL backend when torchvision is absent)."""
+    try:
+        import torchvision  # noqa: F401
+
+        from transformers import CLIPImageProcessor as cls
+    except ImportError:  # transformers 5.x: CLIPImageProcessor would warn and fall back to this
+        from transformers import CLIPImageProcessorPil as cls
+    return cls(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
+
+
+def cache_images(images: list[ImageLike], processor, chunk: int = 256) -> torch.Tensor:
+    """Resize + center-crop every image once with `processor`; returns a uint8 (N, 3, H, W) tensor."""
+    out = []
+    for i in range(0, len(images), chunk):
+        pil = [_load(im) for im in images[i : i + chunk]]
+        px = processor(pil, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+        out.append(px if px.dtype == torch.uint8 else px.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _load(im: ImageLike) -> Image.Image:
+    if isinstance(im, Image.Image):
+        return im.convert("RGB")
+    with Image.open(im) as f:
+        return f.convert("RGB")
+
+
+def normalize(pixels: torch.Tensor, processor) -> torch.Tensor:
+    """uint8 cache -> model input, with the processor's exact rescale/mean/std."""
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    return (pixels.float() * processor.rescale_factor - mean) / std
+
+
+def tokenize_captions(captions: list[str], tokenizer: PreTrainedTokenizerBase, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`<s> caption </s>` padded with pad; truncation keeps the final eos. Returns (ids, lengths)."""
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows = [[bos] + ids[: max_len - 2] + [eos] for ids in tokenizer(captions, add_special_tokens=False)["input_ids"]]
+    lengths = torch.tensor([len(r) for r in rows])
+    ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    return ids, lengths
+
+
+def _text_batch(ids: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `idx`, trimmed to the longest caption in the batch (causal text model: padding is inert)."""
+    n = int(lengths[idx].max())
+    mask = (torch.arange(n)[None, :] < lengths[idx][:, None]).long()
+    return ids[idx, :n], mask
+
+
+def build_clip(tokenizer: PreTrainedTokenizerBase, preset: TinyCLIP) -> CLIPModel:
+    if tokenizer.eos_token_id == 2:
+        raise ValueError("eos_token_id == 2 makes transformers' CLIP pool at argmax(input_ids); use another eos id")
+    cfg = preset.config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return CLIPModel(cfg)
+
+
+@torch.no_grad()
+def retrieval_accuracy(model: CLIPModel, processor, pixels: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
+                       captions: list[str], batch: int) -> tuple[float, float]:
+    """Image->text top-1 within consecutive chunks of `batch` pairs; returns (accuracy, chance).
+
+    A hit is picking a caption whose text equals the true one, so duplicate captions are not misses.
+    """
+    model.eval()
+    hits, chance, n = 0.0, 0.0, len(captions)
+    for s in range(0, n, batch):
+        idx = torch.arange(s, min(s + batch, n))
+        input_ids, mask = _text_batch(ids, lengths, idx)
+        px = normalize(pixels[idx], processor)
+        logits = model(input_ids=input_ids, attention_mask=mask, pixel_values=px).logits_per_image
+        chunk = [captions[i] for i in idx]
+        for row, pred in enumerate(logits.argmax(dim=-1).tolist()):
+            hits += chunk[pred] == chunk[row]
+            chance += chunk.count(chunk[row]) / len(chunk)
+    model.train()
+    return hits / n, chance / n
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless random batches of indices in [0, n), reshuffled each epoch (with replacement if n is tiny)."""
+    while True:
+        if n < batch_size:
+            yield torch.randint(n, (batch_size,), generator=gen)
+            continue
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+def train_clip(
+    pairs: list[tuple[ImageLike, str]],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    preset: TinyCLIP,
+    cfg: CLIPTrainConfig,
+    progress: bool = True,
+) -> dict:
+    """Train a CLIP from scratch with the symmetric InfoNCE loss; save model, processor and tokenizer.
+
+    Returns stats: steps, final_loss (mean of the last 10 steps), retrieval_acc and retrieval_chance
+    on the held-out slice, steps_per_s, cache_s (image preprocessing), wall_s, loss_history.
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    processor = make_image_processor(preset.image_size)
+    model = build_clip(tokenizer, preset)
+    model.train()
+
+    pairs = list(pairs)
+    random.Random(cfg.seed).shuffle(pairs)  # held-out slice must not depend on input order
+    n_eval = min(cfg.eval_size, len(pairs) // 5)
+    n_train = len(pairs) - n_eval
+    captions = [c for _, c in pairs]
+    pixels = cache_images([im for im, _ in pairs], processor)  # uint8; normalized per batch
+    cache_s = time.perf_counter() - t0
+    ids, lengths = tokenize_captions(captions, tokenizer, preset.max_text_positions)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps)
+    batches = _batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    bf16 = use_bf16(cfg.bf16)
+
+    losses: list[float] = []
+    t_train = time.perf_counter()
+    bar = tqdm(range(cfg.max_steps), desc="train CLIP", disable=not progress, unit="step")
+    for _ in bar:
+        idx = next(batches)
+        input_ids, mask = _text_batch(ids, lengths, idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            px = normalize(pixels[idx], processor)
+            loss = model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    train_s = time.perf_counter() - t_train
+
+    acc, chance = (float("nan"), float("nan"))
+    if n_eval:
+        ev = slice(n_train, None)
+        acc, chance = retrieval_accuracy(model, processor, pixels[ev], ids[ev], lengths[ev], captions[ev], cfg.eval_batch)
+
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "steps": cfg.max_steps,
+        "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "retrieval_acc": acc,
+        "retrieval_chance": chance,
+        "num_eval": n_eval,
+        "steps_per_s": cfg.max_steps / train_s,
+        "cache_s": cache_s,
+        "wall_s": time.perf_counter() - t0,
+        "bf16": bf16,
+        "loss_history": losses,
+    }

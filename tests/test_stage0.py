@@ -1,0 +1,133 @@
+"""Stage 0 (tokenizer, LM pretraining, CLIP training) on tiny synthetic data with the `test` preset."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisionModel
+
+from allava.model.presets import PRESETS
+from allava.train.clip import CLIPTrainConfig, cache_images, make_image_processor, normalize, train_clip
+from allava.train.pretrain_lm import LMPretrainConfig, pretrain_lm
+from allava.train.tokenizer import train_tokenizer
+
+LM_PRESET, CLIP_PRESET = PRESETS["test"]
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+SHAPES = ["square", "circle"]
+
+
+def _sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"There is a {rng.choice(list(COLORS))} {rng.choice(SHAPES)} at the {rng.choice(['left', 'right', 'top'])}."
+        for _ in range(n)
+    ]
+
+
+def _shape_image(color: str, rng: random.Random, size: int = 40) -> Image.Image:
+    """A coloured square at a random place on a random dark background."""
+    im = Image.new("RGB", (size, size), (rng.randint(0, 60),) * 3)
+    x, y = rng.randint(0, size // 3), rng.randint(0, size // 3)
+    ImageDraw.Draw(im).rectangle([x, y, x + size // 2, y + size // 2], fill=COLORS[color])
+    return im
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    texts = _sentences(300) + [f"a {c} square" for c in COLORS] + ["Héllo wörld, 日本語 🙂"]
+    train_tokenizer(texts, out, vocab_size=400)
+    return out
+
+
+def test_tokenizer_roundtrip_and_reload(tok_dir, tmp_path):
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    assert tok.is_fast
+    assert (tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token) == ("<s>", "</s>", "<unk>", "<pad>")
+    assert tok.eos_token_id != 2  # see allava.train.clip: eos id 2 breaks CLIP pooling
+    assert "<image>" not in tok.get_vocab()
+    for text in ["a red square", "  spaces\tand\nnewlines  ", "unseen: Ωμέγα ✓ 中文 🚀 ﷽", ""]:
+        ids = tok.encode(text)
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == text
+    assert tok.encode("a red square")[0] != tok.bos_token_id  # no automatic bos/eos
+    again = train_tokenizer(_sentences(300) + [f"a {c} square" for c in COLORS] + ["Héllo wörld, 日本語 🙂"],
+                            tmp_path, vocab_size=400)
+    assert again.get_vocab() == tok.get_vocab()  # deterministic
+
+
+def test_pretrain_lm(tok_dir, tmp_path):
+    texts = _sentences(400)
+    cfg = LMPretrainConfig(max_steps=40, batch_size=16, seq_len=32, lr=3e-3)
+    stats = pretrain_lm(texts, tok_dir, tmp_path, LM_PRESET, cfg, progress=False)
+    hist = stats["loss_history"]
+    assert len(hist) == stats["steps"] == 40
+    assert sum(hist[-5:]) / 5 < 0.6 * sum(hist[:5]) / 5
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    prompt = tok("There is a", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    assert isinstance(tok.decode(out[0]), str)
+
+
+@pytest.fixture(scope="module")
+def clip_run(tok_dir, tmp_path_factory):
+    rng = random.Random(0)
+    img_dir, out = tmp_path_factory.mktemp("imgs"), tmp_path_factory.mktemp("clip")
+    pairs = []
+    for i in range(200):
+        color = rng.choice(list(COLORS))
+        path = img_dir / f"{i}.png"
+        _shape_image(color, rng).save(path)
+        pairs.append((path, f"a {color} square"))
+    cfg = CLIPTrainConfig(max_steps=30, batch_size=32, lr=1e-3, eval_size=48, eval_batch=16)
+    return train_clip(pairs, tok_dir, out, CLIP_PRESET, cfg, progress=False), out, pairs
+
+
+def test_clip_learns(clip_run):
+    stats, _, _ = clip_run
+    hist = stats["loss_history"]
+    assert sum(hist[-5:]) / 5 < 0.8 * sum(hist[:5]) / 5
+    assert 0.2 < stats["retrieval_chance"] < 0.5  # 4 colours, 16 captions per retrieval batch
+    assert stats["retrieval_acc"] > 0.8
+
+
+def test_clip_folder_loads_like_openai_clip(clip_run):
+    _, out, pairs = clip_run
+    vision = CLIPVisionModel.from_pretrained(out)
+    processor = CLIPImageProcessor.from_pretrained(out)
+    assert vision.config.image_size == processor.crop_size["height"] == CLIP_PRESET.image_size
+    images = [Image.open(p) for p, _ in pairs[:3]]
+    px = processor(images, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(px, normalize(cache_images(images, processor), processor), atol=1e-5)
+    hidden = vision(pixel_values=px, output_hidden_states=True).hidden_states[-2]
+    n_patches = (CLIP_PRESET.image_size // CLIP_PRESET.patch_size) ** 2
+    assert hidden.shape == (3, n_patches + 1, CLIP_PRESET.vision_hidden)
+    # The trained weights, not a fresh init (transformers 5.x CLIPVisionModel has no `.vision_model` level).
+    clip_sd = CLIPModel.from_pretrained(out).state_dict()
+    for name, value in vision.state_dict().items():
+        torch.testing.assert_close(value, clip_sd[f"vision_model.{name}"])
+
+
+def test_clip_text_pools_at_eos(clip_run):
+    _, out, _ = clip_run
+    model, tok = CLIPModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    assert model.config.text_config.eos_token_id == tok.eos_token_id != 2
+    # Two captions of different lengths, padded: the pooled state must be the eos position's.
+    rows = [[tok.bos_token_id] + tok.encode(c) + [tok.eos_token_id] for c in ["a red square", "a blue square at the top"]]
+    ids = torch.full((2, max(map(len, rows))), tok.pad_token_id)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    text = model.text_model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long())
+    eos_pos = torch.tensor([len(r) - 1 for r in rows])
+    torch.testing.assert_close(text.pooler_output, text.last_hidden_state[torch.arange(2), eos_pos])
+
+
+def test_make_image_processor_matches_requested_size():
+    p = make_image_processor(96)
+    assert p.size == {"shortest_edge": 96} and p.crop_size == {"height": 96, "width": 96}
+    px = p(Image.new("RGB", (150, 120), (255, 0, 0)), return_tensors="pt")["pixel_values"]
+    assert px.shape == (1, 3, 96, 96)
