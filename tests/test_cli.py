@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from allava.cli import VERBS, main
+from allava.cli import VERBS
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

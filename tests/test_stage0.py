@@ -117,7 +117,8 @@ def test_clip_text_pools_at_eos(clip_run):
     model, tok = CLIPModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     assert model.config.text_config.eos_token_id == tok.eos_token_id != 2
     # Two captions of different lengths, padded: the pooled state must be the eos position's.
-    rows = [[tok.bos_token_id] + tok.encode(c) + [tok.eos_token_id] for c in ["a red square", "a blue square at the top"]]
+    captions = ["a red square", "a blue square at the top"]
+    rows = [[tok.bos_token_id] + tok.encode(c) + [tok.eos_token_id] for c in captions]
     ids = torch.full((2, max(map(len, rows))), tok.pad_token_id)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)

@@ -129,3 +129,24 @@ def test_sigkill_then_rerun_resumes_and_continues_the_loss_curve(backbones, tiny
             assert max(resumed) == max(reference) == 6  # same step count
             for step, loss in resumed.items():  # the resumed curve continues the interrupted one
                 assert loss == pytest.approx(reference[step], rel=1e-4, abs=1e-5), (stage, step)
+
+
+def test_text_only_batches_never_run_the_vision_tower(backbones, tiny_data):
+    from allava.data.dataset import Collator, ConversationDataset, DataSource
+    from allava.data.tokenize import ConversationEncoder
+    from allava.model.build import ModelSpec, build_model
+
+    model, processor = build_model(ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"]))
+    calls = []
+    model.model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    enc = ConversationEncoder(processor.tokenizer, "vicuna_v1", "<image>", model.config.image_seq_length, 512)
+    collate = Collator(processor.tokenizer.pad_token_id)
+    text = ConversationDataset([DataSource(tiny_data["text"])], enc, processor.image_processor)
+    batch = collate([text[i] for i in range(4)])
+    assert "pixel_values" not in batch
+    assert model(**batch).loss.requires_grad and calls == []
+    images = ConversationDataset([DataSource(tiny_data["vqa"], tiny_data["images"])], enc, processor.image_processor)
+    mixed = collate([images[0], text[0], images[1]])
+    assert mixed["pixel_values"].shape[0] == 2  # only the image samples carry pixels
+    model(**mixed)
+    assert calls == [1]

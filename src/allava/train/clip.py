@@ -11,7 +11,6 @@ as a legacy config and pools at argmax(input_ids) instead, hence the check below
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
-from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
 from allava.model.presets import TinyCLIP
-from allava.train.pretrain_lm import use_bf16
+from allava.train.loop import random_batches, train_steps
 
 ImageLike = str | Path | Image.Image
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -32,7 +30,9 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 @dataclass
 class CLIPTrainConfig:
-    max_steps: int = 100
+    """Defaults: the quickstart's ~90 s budget (about 1.6 steps/s on 2 Zen 4 cores with bf16)."""
+
+    max_steps: int = 140
     batch_size: int = 128
     lr: float = 1e-3
     warmup_ratio: float = 0.1
@@ -84,7 +84,9 @@ def normalize(pixels: torch.Tensor, processor) -> torch.Tensor:
     return (pixels.float() * processor.rescale_factor - mean) / std
 
 
-def tokenize_captions(captions: list[str], tokenizer: PreTrainedTokenizerBase, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize_captions(
+    captions: list[str], tokenizer: PreTrainedTokenizerBase, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`<s> caption </s>` padded with pad; truncation keeps the final eos. Returns (ids, lengths)."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     rows = [[bos] + ids[: max_len - 2] + [eos] for ids in tokenizer(captions, add_special_tokens=False)["input_ids"]]
@@ -131,17 +133,6 @@ def retrieval_accuracy(model: CLIPModel, processor, pixels: torch.Tensor, ids: t
     return hits / n, chance / n
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless random batches of indices in [0, n), reshuffled each epoch (with replacement if n is tiny)."""
-    while True:
-        if n < batch_size:
-            yield torch.randint(n, (batch_size,), generator=gen)
-            continue
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i : i + batch_size]
-
-
 def train_clip(
     pairs: list[tuple[ImageLike, str]],
     tokenizer_dir: str | Path,
@@ -167,37 +158,30 @@ def train_clip(
     n_eval = min(cfg.eval_size, len(pairs) // 5)
     n_train = len(pairs) - n_eval
     captions = [c for _, c in pairs]
+    t_cache = time.perf_counter()
     pixels = cache_images([im for im, _ in pairs], processor)  # uint8; normalized per batch
-    cache_s = time.perf_counter() - t0
+    cache_s = time.perf_counter() - t_cache
     ids, lengths = tokenize_captions(captions, tokenizer, preset.max_text_positions)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps)
-    batches = _batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
-    bf16 = use_bf16(cfg.bf16)
+    batches = random_batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
 
-    losses: list[float] = []
-    t_train = time.perf_counter()
-    bar = tqdm(range(cfg.max_steps), desc="train CLIP", disable=not progress, unit="step")
-    for _ in bar:
+    def step_loss() -> torch.Tensor:
         idx = next(batches)
         input_ids, mask = _text_batch(ids, lengths, idx)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            px = normalize(pixels[idx], processor)
-            loss = model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    train_s = time.perf_counter() - t_train
+        px = normalize(pixels[idx], processor)
+        return model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
+
+    losses, train_s, bf16 = train_steps(
+        model, step_loss, max_steps=cfg.max_steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, betas=(0.9, 0.98), bf16=cfg.bf16,
+        desc="train CLIP", progress=progress)
 
     acc, chance = (float("nan"), float("nan"))
     if n_eval:
         ev = slice(n_train, None)
-        acc, chance = retrieval_accuracy(model, processor, pixels[ev], ids[ev], lengths[ev], captions[ev], cfg.eval_batch)
+        acc, chance = retrieval_accuracy(
+            model, processor, pixels[ev], ids[ev], lengths[ev], captions[ev], cfg.eval_batch
+        )
 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

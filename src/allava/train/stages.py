@@ -20,6 +20,7 @@ from allava.config import from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
+from allava.train.precision import use_bf16
 from allava.train.trainer import AllavaTrainer, set_trainable
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class StageConfig:
     model_max_length: int = 2048
     group_by_modality: bool = True
     gradient_checkpointing: bool = False
-    bf16: str | bool = "auto"  # auto: on where the accelerator supports it
+    bf16: str | bool = "auto"  # auto: where the hardware does bf16 natively (GPU, or CPU with AVX512-BF16/AMX)
     save_steps: int = 500
     save_total_limit: int = 2
     logging_steps: int = 10
@@ -74,12 +75,6 @@ class StageResult:
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainRecipe:
     return from_dict(TrainRecipe, load_yaml(path, overrides))
-
-
-def _use_bf16(flag: str | bool) -> bool:
-    if flag == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(flag)
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
@@ -122,7 +117,8 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr / cfg.lr if cfg.lr else 0.0},
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=cfg.weight_decay,
-        bf16=_use_bf16(cfg.bf16),
+        bf16=use_bf16(cfg.bf16),
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
         activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         save_strategy="steps",
