@@ -6,6 +6,7 @@ Unknown keys are errors, so a typo never silently trains with defaults.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -72,4 +73,19 @@ def _convert(hint, value, where: str):
         return {k: from_dict(args[1], v, f"{where}.{k}") for k, v in (value or {}).items()}
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
-    return value
+    return _scalar(hint, value, where)
+
+
+def _scalar(hint, value, where: str):
+    """Numbers written as strings (YAML reads ``3e-3`` as a string) become numbers; a value that
+    cannot be the declared type is an error naming the key."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None or not any(k in (int, float) for k in kinds) or isinstance(value, (int, float)):
+        return value
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                pass
+    raise ConfigError(f"{where}: expected a number, got {value!r}")

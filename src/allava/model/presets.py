@@ -41,7 +41,7 @@ class TinyCLIP:
     """A CLIP (ViT + text transformer) trained contrastively; CLIP-ViT-L/14-336 stand-in."""
 
     image_size: int = 96
-    patch_size: int = 16
+    patch_size: int = 32  # one patch sees one cell of the scene grid (96 px, 3x3)
     vision_hidden: int = 192
     vision_layers: int = 4
     vision_heads: int = 4
