@@ -37,6 +37,10 @@ class QuickstartConfig:
     lm: LMPretrainConfig = field(default_factory=LMPretrainConfig)
     clip: CLIPTrainConfig = field(default_factory=CLIPTrainConfig)
     template: str = "plain"  # ALLaVA trains from a base LM
+    # The tiny CLIP's last layer with its CLS token: the token its contrastive objective shapes
+    # (real CLIP-L/14 recipes use the penultimate layer without CLS: see configs/allava-phi2.yaml).
+    vision_feature_layer: int = -1
+    vision_feature_select_strategy: str = "full"
     stages: dict[str, StageConfig] = field(default_factory=dict)  # data paths relative to the world folder
     eval_batch_size: int = 64
     threads: int | None = None
@@ -98,7 +102,9 @@ def _recipe(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: bool) 
                 for d in stage.data]
         enabled = stage.enabled and not (skip_stage1 and name == "stage1")
         stages[name] = StageConfig(**{**asdict(stage), "data": data, "enabled": enabled})
-    spec = ModelSpec(vision_tower=str(out / "clip"), language_model=str(out / "lm"), template=cfg.template)
+    spec = ModelSpec(vision_tower=str(out / "clip"), language_model=str(out / "lm"), template=cfg.template,
+                     vision_feature_layer=cfg.vision_feature_layer,
+                     vision_feature_select_strategy=cfg.vision_feature_select_strategy)
     return TrainRecipe(output_dir=str(out / run_name), model=spec, stages=stages, threads=cfg.threads)
 
 
