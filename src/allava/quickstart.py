@@ -65,7 +65,8 @@ class Phases:
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()
         result = fn(*args, **kwargs) or {}
-        self.done[name] = {"wall_s": time.perf_counter() - t0, **result}
+        # the running peak after each phase shows which phase set it
+        self.done[name] = {"wall_s": time.perf_counter() - t0, "peak_rss_mb_after": peak_rss_mb(), **result}
         self.path.write_text(json.dumps(self.done, indent=2))
         return self.done[name]
 

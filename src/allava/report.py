@@ -80,7 +80,7 @@ def write_quickstart_report(out: Path, report: dict) -> None:
               "Columns: `full/stage1` = after alignment only, `full/stage2` = stage 1 + stage 2, "
               "`stage2-only/stage2` = stage 2 alone (ALLaVA Table 6 ablation, `--skip-stage1`).", ""]
     lines += _ability_table(report["evals"])
-    lines += ["", "## Phases", "", "| phase | wall (s) | notes |", "|---|---|---|"]
+    lines += ["", "## Phases", "", "| phase | wall (s) | peak RSS so far (MiB) | notes |", "|---|---|---|---|"]
     for name, p in phases.items():
         notes = ""
         if "stages" in p:
@@ -92,6 +92,6 @@ def write_quickstart_report(out: Path, report: dict) -> None:
             notes = f"held-out image→text retrieval top-1 {p['retrieval_acc']:.1%}"
         elif "counts" in p:
             notes = ", ".join(f"{k} {v}" for k, v in p["counts"].items())
-        lines.append(f"| {name} | {p['wall_s']:.1f} | {notes} |")
+        lines.append(f"| {name} | {p['wall_s']:.1f} | {p.get('peak_rss_mb_after', float('nan')):.0f} | {notes} |")
     lines += ["", "![loss curves](loss_curves.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
