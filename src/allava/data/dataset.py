@@ -137,13 +137,17 @@ class ConversationDataset(Dataset):
 
 
 class Collator:
-    """Right-pads a batch; stacks images only for samples that have one."""
+    """Right-pads a batch (to a multiple of ``pad_to_multiple_of``: few distinct shapes keep CPU
+    kernel caches and the allocator from growing with every new length); stacks images only for
+    samples that have one."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
         self.pad_token_id = pad_token_id
+        self.multiple = max(1, pad_to_multiple_of)
 
     def __call__(self, batch: list[dict]) -> dict:
         n = max(len(b["input_ids"]) for b in batch)
+        n = -(-n // self.multiple) * self.multiple
         ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), n), dtype=torch.long)

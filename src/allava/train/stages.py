@@ -41,6 +41,7 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     model_max_length: int = 2048
+    pad_to_multiple_of: int = 64
     group_by_modality: bool = True
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # auto: where the hardware does bf16 natively (GPU, or CPU with AVX512-BF16/AMX)
@@ -134,7 +135,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         disable_tqdm=not progress,
     )
     trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=Collator(processor.tokenizer.pad_token_id),
+                            data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
                             projector_lr=cfg.projector_lr)
     resume = last_checkpoint(out_dir)
