@@ -84,15 +84,13 @@ def _tokenizer_phase(out: Path, cfg: QuickstartConfig) -> dict:
 
 def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
     corpus = (out / "world" / "corpus.txt").read_text().splitlines()
-    stats = pretrain_lm(corpus, out / "tokenizer", out / "lm", PRESETS[cfg.preset][0], cfg.lm)
-    return {k: v for k, v in stats.items()}
+    return pretrain_lm(corpus, out / "tokenizer", out / "lm", PRESETS[cfg.preset][0], cfg.lm)
 
 
 def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
     images = out / "world" / "images"
     pairs = [(images / r["image"], r["caption"]) for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
-    stats = train_clip(pairs, out / "tokenizer", out / "clip", PRESETS[cfg.preset][1], cfg.clip)
-    return {k: v for k, v in stats.items()}
+    return train_clip(pairs, out / "tokenizer", out / "clip", PRESETS[cfg.preset][1], cfg.clip)
 
 
 def _recipe(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: bool) -> TrainRecipe:
