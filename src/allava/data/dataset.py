@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,12 +35,10 @@ class LoadReport:
 
     total: int = 0
     used: int = 0
-    skipped: dict[str, int] | None = None
-    examples: list[str] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
 
     def add(self, record_id: str, reason: str) -> None:
-        self.skipped = self.skipped or {}
-        self.examples = self.examples or []
         kind = reason.split(":")[0]
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
         if len(self.examples) < 20:
@@ -48,7 +46,7 @@ class LoadReport:
 
     @property
     def n_skipped(self) -> int:
-        return sum((self.skipped or {}).values())
+        return sum(self.skipped.values())
 
 
 def mix_indices(sizes: list[int], repeats: list[float], seed: int) -> list[tuple[int, int]]:

@@ -154,7 +154,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         losses=[(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
         trainable=trainable,
         data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
-              "skipped": report.skipped or {}, "skipped_examples": report.examples or []},
+              "skipped": report.skipped, "skipped_examples": report.examples},
     )
     summary_path.write_text(json.dumps(asdict(result), indent=2))
     return result
