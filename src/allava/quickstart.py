@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -100,7 +100,7 @@ def _recipe(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: bool) 
         data = [DataSource(str(world / d.path), str(world / d.image_folder) if d.image_folder else None, d.repeat)
                 for d in stage.data]
         enabled = stage.enabled and not (skip_stage1 and name == "stage1")
-        stages[name] = StageConfig(**{**asdict(stage), "data": data, "enabled": enabled})
+        stages[name] = replace(stage, data=data, enabled=enabled)
     spec = ModelSpec(vision_tower=str(out / "clip"), language_model=str(out / "lm"), template=cfg.template,
                      vision_feature_layer=cfg.vision_feature_layer,
                      vision_feature_select_strategy=cfg.vision_feature_select_strategy)

@@ -19,6 +19,11 @@ class Question:
     image: str | Path | None = None
 
 
+def _rgb(path: str | Path) -> Image.Image:
+    with Image.open(path) as im:  # closes the file; one open handle per question adds up over a benchmark
+        return im.convert("RGB")
+
+
 class Answerer:
     def __init__(self, model_dir: str | Path, max_length: int = 4096):
         self.model, self.processor, self.template = load_checkpoint(model_dir)
@@ -34,7 +39,7 @@ class Answerer:
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (n - len(p)) + p for p in prompts])  # left padding for generation
         mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
-        images = [Image.open(q.image).convert("RGB") for q in questions if q.image is not None]
+        images = [_rgb(q.image) for q in questions if q.image is not None]
         kwargs = {}
         if images:
             kwargs["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(

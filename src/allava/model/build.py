@@ -83,9 +83,15 @@ def _prepare_tokenizer(name: str):
     return tokenizer
 
 
-def num_image_tokens(vision_config, strategy: str = "default") -> int:
-    n = (vision_config.image_size // vision_config.patch_size) ** 2
-    return n if strategy == "default" else n + 1
+def num_additional_image_tokens(vision: torch.nn.Module) -> int:
+    """1 for towers that prepend a CLS token (CLIP), 0 otherwise (SigLIP)."""
+    return 1 if vision.config.model_type in ("clip_vision_model", "clip") else 0
+
+
+def num_image_tokens(vision: torch.nn.Module, strategy: str = "default") -> int:
+    """Image tokens per image, counted as ``LlavaProcessor`` counts them ("default" drops the CLS)."""
+    n = (vision.config.image_size // vision.config.patch_size) ** 2 + num_additional_image_tokens(vision)
+    return n - 1 if strategy == "default" else n
 
 
 def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
@@ -98,7 +104,7 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
         vision_config=vision.config.to_dict(),
         text_config=lm.config.to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=num_image_tokens(vision.config, spec.vision_feature_select_strategy),
+        image_seq_length=num_image_tokens(vision, spec.vision_feature_select_strategy),
         projector_hidden_act=spec.projector_hidden_act,
         vision_feature_layer=spec.vision_feature_layer,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
@@ -124,13 +130,9 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
         patch_size=vision.config.patch_size,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
         chat_template=get_template(spec.template).jinja(),
-        num_additional_image_tokens=1 if _has_cls(vision) else 0,
+        num_additional_image_tokens=num_additional_image_tokens(vision),
     )
     return model, processor
-
-
-def _has_cls(vision: torch.nn.Module) -> bool:
-    return vision.config.model_type in ("clip_vision_model", "clip")
 
 
 def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> None:

@@ -59,7 +59,7 @@ class AllavaTrainer(Trainer):
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             kwargs.pop("lr", None)
             self.optimizer = cls([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()], **kwargs)
-        return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        return super().create_optimizer(model)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # ``save_pretrained`` writes llava-hf's original key names, which the Trainer's own
