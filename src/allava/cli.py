@@ -67,6 +67,14 @@ def _chat(p: argparse.ArgumentParser):
     return run
 
 
+@verb("synth", "synthesize training data with a teacher (resumable, rate-limited, budgeted)")
+def _synth(p: argparse.ArgumentParser):
+    from allava.synth.cli import add_arguments, run
+
+    add_arguments(p)
+    return run
+
+
 @verb("quickstart", "offline end-to-end run: synthetic world, stage 0/1/2 training, evaluation, report")
 def _quickstart(p: argparse.ArgumentParser):
     p.add_argument("--out", default="runs/quickstart", help="output folder (rerun to resume)")

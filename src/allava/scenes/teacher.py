@@ -11,60 +11,26 @@ from __future__ import annotations
 import random
 import re
 
-from allava.scenes.abilities import QA, SHORT_ANSWER_PROMPT, WHY_ABNORMAL, a, ask, phrase, where
+from allava.scenes.abilities import (
+    QA,
+    SHORT_ANSWER_PROMPT,
+    WHY_ABNORMAL,
+    a,
+    ask,
+    phrase,
+    where,
+)
 from allava.scenes.graph import Scene, SceneObject, plural
+from allava.synth.prompts import (  # noqa: F401 - re-exported for the scene world
+    ALLAVA_LAION_PROMPT,
+    BRIEF_DESCRIPTION_INSTRUCTIONS,
+    DETAILED_DESCRIPTION_INSTRUCTIONS,
+)
 
 PROMPT_VERSION = "allava-laion/1"
 VQA_PROMPT_VERSION = "llava-1.5-short/1"
 TEXT_PROMPT_VERSION = "scene-text/1"
 TEACHER = "scene"
-
-ALLAVA_LAION_PROMPT = (
-    "You are an excellent image describer and questioner ### You have three tasks in total #### Your first task is to "
-    "describe the given image as detailed as possible #### Your second task is to ask a complex question that requires "
-    "close inspection of the image and strong reasoning ability to answer, you should ask FIVE candidate questions in "
-    "different aspects and diverse ways, then RANDOMLY choose one of them to answer #### Your third task is to answer "
-    "the question you raised solely based on the given image ### When you ask questions, try to find the most valuable "
-    "information in the picture to ask about, and ask a question that is relevant to that information ### When you ask "
-    "questions, do not involve violence, advertisement, possible invasion of privacy, or questions that may cause "
-    "discomfort ### Do not mention anything from the prompt in your response ### You will follow the instructions to "
-    "the best of your ability ### Your response should follow the following format <start of description> "
-    "{description} <end of description> <start of candidate questions> {candidate questions} <end of candidate "
-    "questions> <start of question> {question} <end of question> <start of answer> {answer} <end of answer>"
-)
-
-# LLaVA appendix A, Table 8 (brief) and Table 9 (detailed description instructions).
-BRIEF_DESCRIPTION_INSTRUCTIONS = (
-    "Describe the image concisely.",
-    "Provide a brief description of the given image.",
-    "Offer a succinct explanation of the picture presented.",
-    "Summarize the visual content of the image.",
-    "Give a short and clear explanation of the subsequent image.",
-    "Share a concise interpretation of the image provided.",
-    "Present a compact description of the photo's key features.",
-    "Relay a brief, clear account of the picture shown.",
-    "Render a clear and concise summary of the photo.",
-    "Write a terse but informative summary of the picture.",
-    "Create a compact narrative representing the image presented.",
-)
-DETAILED_DESCRIPTION_INSTRUCTIONS = (
-    "Describe the following image in detail",
-    "Provide a detailed description of the given image",
-    "Give an elaborate explanation of the image you see",
-    "Share a comprehensive rundown of the presented image",
-    "Offer a thorough analysis of the image",
-    "Explain the various aspects of the image before you",
-    "Clarify the contents of the displayed image with great detail",
-    "Characterize the image using a well-detailed description",
-    "Break down the elements of the image in a detailed manner",
-    "Walk through the important details of the image",
-    "Portray the image with a rich, descriptive narrative",
-    "Narrate the contents of the image with precision",
-    "Analyze the image in a comprehensive and detailed manner",
-    "Illustrate the image through a descriptive explanation",
-    "Examine the image closely and share its details",
-    "Write an exhaustive depiction of the given image",
-)
 
 SECTIONS = ("description", "candidate questions", "question", "answer")
 NUM_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -235,7 +201,7 @@ def parse_raw(raw: str) -> dict:
     """Inverse of format_raw; also how a real GPT-4V answer to the A.1 prompt would be parsed."""
     out: dict = {}
     for s in SECTIONS:
-        m = re.search(rf"<start of {s}>\s*(.*?)\s*<end of {s}>", raw, flags=re.S)
+        m = re.search(rf"<start of {s}>\s*(.*?)\s*<end of {s}>", raw, flags=re.DOTALL)
         if not m:
             raise ValueError(f"missing section {s!r}")
         out[s] = m.group(1)

@@ -1,0 +1,221 @@
+"""The offline `scene` teacher: answers every task's request from the item's scene graph instead
+of pixels, in exactly the text format that task's prompt asks for, so the same parser reads a
+GPT-4V answer and this one. Every statement is true by construction; the output depends only
+on the item id and its fields (deterministic), and costs nothing."""
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from allava.scenes.abilities import QA, SHORT_ANSWER_PROMPT, ask, where
+from allava.scenes.graph import GRID, POSITIONS, Scene, plural, sample_scene
+from allava.scenes.teacher import allava_laion, caption, detailed_answer, inventory
+from allava.synth.base import (
+    Completion,
+    Request,
+    SynthError,
+    Teacher,
+    Usage,
+    register_teacher,
+)
+from allava.synth.tasks.common import approx_tokens, message_text
+
+MODEL = "scene-graph"
+QA_DRAWS = 12  # question templates are drawn at random: this many draws cover every phrasing
+
+
+def _rng(request: Request) -> random.Random:
+    return random.Random(f"scene-teacher/{request.task}/{request.step}/{request.item.id}")
+
+
+def item_scene(request: Request) -> Scene:
+    """The scene of the item: fields["scene"], else a seed (fields["seed"] or fields["meta"]["seed"])."""
+    f = request.item.fields
+    if isinstance(f.get("scene"), dict):
+        return Scene.from_dict(f["scene"])
+    meta = f.get("meta") if isinstance(f.get("meta"), dict) else {}
+    seed = f.get("seed", meta.get("seed"))
+    if isinstance(seed, int):
+        return sample_scene(seed)
+    raise SynthError("the scene teacher needs a scene graph (fields['scene'] or a seed); "
+                     f"item {request.item.id!r} has none")
+
+
+def _norm(text: str) -> str:
+    text = text.replace(SHORT_ANSWER_PROMPT, " ").replace("<image>", " ").lower()
+    return re.sub(r"[^a-z0-9]+", " ", text).strip()
+
+
+def find_qa(scene: Scene, text: str, key: str) -> QA | None:
+    """The scene QA whose question is `text`, or is asked at the end of `text`."""
+    target = _norm(text)
+    best: QA | None = None
+    for k in range(QA_DRAWS):
+        for qas in ask(scene, random.Random(f"{key}/{k}")).values():
+            for qa in qas:
+                q = _norm(qa.question)
+                if q == target:
+                    return qa
+                if q and target.endswith(q) and (best is None or len(q) > len(_norm(best.question))):
+                    best = qa
+    return best
+
+
+def _last_user(request: Request) -> str:
+    return message_text([m for m in request.messages if m.get("role") == "user"][-1:])
+
+
+# ---------------------------------------------------------------- one writer per task
+
+
+def write_laion(request: Request) -> str:
+    return allava_laion(item_scene(request), _rng(request))["raw"]
+
+
+def write_vflan(request: Request) -> str:
+    scene, rng, f = item_scene(request), _rng(request), request.item.fields
+    question = str(f.get("question", ""))
+    qa = find_qa(scene, question, request.item.id)
+    if qa is not None:
+        answer = detailed_answer(scene, qa, rng)
+    elif f.get("answer") not in (None, ""):
+        answer = (f"{inventory(scene)} Looking at these elements with the question in mind, the answer is "
+                  f"{str(f['answer']).strip().rstrip('.')}.")
+    else:
+        answer = f"{inventory(scene)} This is everything the image shows that bears on the question."
+    return (f"<start of description>\n{caption(scene, rng)}\n<end of description>\n"
+            f"<start of detailed answer>\n{answer}\n<end of detailed answer>")
+
+
+def write_text(request: Request) -> str:
+    scene, question = item_scene(request), _last_user(request)
+    qa = find_qa(scene, question, request.item.id)
+    if qa is None:
+        raise SynthError("the scene teacher cannot answer this question from the scene: "
+                         f"{question.strip().splitlines()[-1][:120]!r}")
+    if SHORT_ANSWER_PROMPT in question:
+        return qa.answer
+    reason = qa.reason[0].lower() + qa.reason[1:]
+    return f"According to the description, {reason} So the answer is {qa.answer}."
+
+
+def _box_facts(boxes: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """(category, grid position, area) per box, from its normalized centre."""
+    out = []
+    for b in boxes:
+        x1, y1, x2, y2 = (float(v) for v in b["bbox"])
+        col = min(GRID - 1, int((x1 + x2) / 2 * GRID))
+        row = min(GRID - 1, int((y1 + y2) / 2 * GRID))
+        out.append((str(b.get("category") or b.get("label")), POSITIONS[row][col], max(0.0, (x2 - x1) * (y2 - y1))))
+    return out
+
+
+def _counted(facts: list[tuple[str, str, float]]) -> str:
+    names = list(dict.fromkeys(f[0] for f in facts))
+    parts = [f"{sum(f[0] == n for f in facts)} {n if sum(f[0] == n for f in facts) == 1 else _plural(n)}"
+             for n in names]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _plural(phrase: str) -> str:
+    words = phrase.split()
+    return " ".join(words[:-1] + [plural(words[-1])])
+
+
+def write_symbolic(request: Request) -> str:
+    from allava.synth.tasks.llava_symbolic import context
+
+    captions, boxes = context(request.item)
+    facts = _box_facts(boxes)
+    kind = request.step
+    if kind == "detail":
+        body = " ".join(f"There is a {c} {where(p)}." for c, p, _ in facts)
+        total = f" In total, the image contains {_counted(facts)}." if facts else ""
+        return f"{captions[0].strip().rstrip('.')}. {body}{total}".strip()
+    if not facts:
+        return f"Question:\nWhat does the image show?\n===\nAnswer:\n{captions[0].strip()}"
+    if kind == "complex":
+        big = max(facts, key=lambda f: f[2])
+        share = round(100 * big[2])
+        return ("Question:\nWhich part of this picture draws the eye first, and why?\n===\nAnswer:\n"
+                f"The image contains {_counted(facts)}. The {big[0]} {where(big[1])} is the largest object, covering "
+                f"about {share}% of the picture, so it is the first thing a viewer notices; the other objects are "
+                "smaller and spread around it, which makes it the focal point of the composition.")
+    pairs = [("What objects can you see in the image?", f"I can see {_counted(facts)}.")]
+    for name in list(dict.fromkeys(f[0] for f in facts))[:3]:
+        same = [f for f in facts if f[0] == name]
+        if len(same) == 1:
+            pairs.append((f"Where is the {name}?", f"The {name} is {where(same[0][1])} of the image."))
+        else:
+            pairs.append((f"How many {_plural(name)} are there?", f"There are {len(same)} {_plural(name)}."))
+    return "\n===\n".join(f"Question:\n{q}\n===\nAnswer:\n{a}" for q, a in pairs)
+
+
+def _ability_scene(request: Request, ability: str) -> tuple[Scene, list[QA]]:
+    """A scene in which `ability` can be asked, sampled from seeds derived from the item id."""
+    for k in range(500):
+        seed = zlib.crc32(f"{request.item.id}/{k}".encode())
+        scene = sample_scene(seed)
+        qas = ask(scene, random.Random(seed), [ability]).get(ability, [])
+        if qas:
+            return scene, qas
+    raise SynthError(f"the scene teacher found no scene for ability {ability!r}")
+
+
+def write_stablellava(request: Request) -> str:
+    from allava.synth.scene_prompt import prompt_to_scene, scene_to_prompt
+    from allava.synth.tasks.stablellava import resolve_ability
+
+    ability = resolve_ability(request.item.fields.get("ability"))
+    text = _last_user(request)
+    if request.step == "image-prompt":
+        scene, qas = _ability_scene(request, ability)
+        named = [o for o in scene.items if re.search(rf"\b{o.name}\b", qas[0].reason)][:1]
+        focus = {"ocr": [scene.word], "abnormal": [scene.abnormal]}.get(ability) or named or scene.items[:1]
+        return f"Prompt: {scene_to_prompt(scene, [o for o in focus if o is not None])}"
+    prompts = re.findall(r"^Prompt: (.+)$", text, flags=re.MULTILINE)
+    if not prompts:
+        raise SynthError("the scene teacher found no 'Prompt:' line in the dialogue request")
+    try:
+        scene = prompt_to_scene(prompts[-1])
+    except SynthError as e:
+        raise SynthError(f"the scene teacher writes dialogues only for prompts in the scene grammar ({e.reason})")
+    m = re.search(r"generate (\d+) question-answer pairs", text)
+    turns = int(m.group(1)) if m else 3
+    rng = _rng(request)
+    per = ask(scene, rng)
+    qas = per.get(ability, [])[:2] + [rng.choice(v) for k, v in per.items() if k != ability]
+    if not qas:
+        raise SynthError(f"the scene teacher has nothing to ask about prompt {prompts[-1]!r}")
+    lines = [f"Prompt: {prompts[-1]}"]
+    for qa in qas[:turns]:
+        lines += [f"Question: {qa.question}", f"Response: {qa.reason} So the answer is {qa.answer}."]
+    return "\n".join(lines)
+
+
+WRITERS: dict[str, Callable[[Request], str]] = {
+    "allava-laion": write_laion,
+    "allava-vflan": write_vflan,
+    "text-regen": write_text,
+    "llava-symbolic": write_symbolic,
+    "stablellava": write_stablellava,
+}
+
+
+@register_teacher
+class SceneTeacher(Teacher):
+    """Offline teacher behind the same interface as the openai one (model "scene-graph", cost 0)."""
+
+    name = "scene"
+
+    async def complete(self, request: Request) -> Completion:
+        writer = WRITERS.get(request.task)
+        if writer is None:
+            raise SynthError(f"the scene teacher cannot answer task {request.task!r}; it knows {sorted(WRITERS)}")
+        text = writer(request)
+        usage = Usage(approx_tokens(message_text(request.messages)), approx_tokens(text))
+        return Completion(text, MODEL, usage, cost_usd=0.0, finish_reason="stop")
+
