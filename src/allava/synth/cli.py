@@ -6,6 +6,7 @@ options that task reads; every run option lands in one `SynthConfig`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -103,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if verb == "export":
         from allava.synth.export import export
 
-        result = export(args.dir, args.out or args.dir / args.to, to=args.to)
-        if result is not None:
-            print(result if isinstance(result, str) else _fmt(result))
+        out = args.out or args.dir / args.to
+        counts = export(args.dir, out, to=args.to)
+        print(", ".join(f"{n} {split} records" for split, n in counts.items()) + f" written to {out}")
+        print(f"image paths are relative to {image_root(args.dir)}: give it as image_folder when training")
         return 0
     from allava.synth.runner import EXIT, describe, synth
 
@@ -119,15 +121,6 @@ def run(args: argparse.Namespace) -> int:
     elif summary["status"] == "interrupted":
         print("allava synth: interrupted; rerun the same command to resume", file=sys.stderr)
     return EXIT.get(summary["status"], 1)
-
-
-def _fmt(result: object) -> str:
-    import json
-
-    try:
-        return json.dumps(result, indent=2, default=str)
-    except TypeError:
-        return str(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,3 +148,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def image_root(run_dir: Path) -> Path:
+    """The folder the run's image paths are relative to: the source folder, the JSONL's image
+    folder (or its own folder), or the run folder for generated images (scenes:, abilities:)."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        return run_dir
+    summary = json.loads(summary_path.read_text())
+    source, folder = Path(str(summary.get("source"))), (summary.get("source_options") or {}).get("image_folder")
+    if folder:
+        return Path(folder)
+    if source.is_dir():
+        return source
+    if source.is_file():
+        return source.parent
+    return run_dir
