@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from allava.synth.base import TASKS, Task
+from allava.synth.outputs import iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,8 @@ FORMATS = ("llava",)
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Output lines, skipping a torn last line (a run killed mid-write) with a warning."""
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                log.warning("%s:%d: unreadable line skipped", path, n)
-                continue
-            if isinstance(line, dict) and "id" in line and "task" in line:
-                yield line
+    """Output lines (a torn last line of a killed run is skipped with a warning)."""
+    return (line for line in iter_lines(path) if "task" in line)
 
 
 def export(run_dir: str | Path, out_dir: str | Path | None = None, to: str = "llava") -> dict[str, int]:

@@ -43,19 +43,25 @@ def repair(path: Path) -> int:
     return size - keep
 
 
+def _parse(path: Path, n: int, raw: bytes) -> dict[str, Any] | None:
+    """One output line as a dict with an id, or None (blank, torn or foreign lines are skipped)."""
+    if not raw.strip():
+        return None
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        log.warning("%s:%d: unreadable line skipped", path, n)
+        return None
+    return d if isinstance(d, dict) and "id" in d else None
+
+
 def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         return
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                d = json.loads(raw)
-            except ValueError:
-                log.warning("%s:%d: unreadable line skipped", path, n)
-                continue
-            if isinstance(d, dict) and "id" in d:
+            d = _parse(path, n, raw)
+            if d is not None:
                 yield d
 
 
@@ -77,14 +83,8 @@ def iter_ids(path: Path) -> Iterator[str]:
                     continue
                 except ValueError:
                     pass
-            if not raw.strip():
-                continue
-            try:
-                d = json.loads(raw)
-            except ValueError:
-                log.warning("%s:%d: unreadable line skipped", path, n)
-                continue
-            if isinstance(d, dict) and "id" in d:
+            d = _parse(path, n, raw)
+            if d is not None:
                 yield str(d["id"])
 
 
