@@ -151,6 +151,7 @@ def main() -> None:
     from allava.synth.fake_server import serve_subprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
+    results: dict[str, Any] = {"latency_s": args.latency, "rounds": args.rounds, "throughput": [], "memory": []}
     print(f"# synth throughput (fake server latency L={args.latency:g}s, {args.rounds} rounds per C; text-only items)")
     print(f"{'C':>5} {'items':>6} {'wall_s':>7} {'items/s':>8} {'C/L':>6} {'ratio':>6}")
     with serve_subprocess(latency=args.latency) as url:
@@ -167,19 +168,24 @@ def main() -> None:
             wall = time.perf_counter() - t
             rate, ideal = s["done"] / wall, c / args.latency
             print(f"{c:>5} {n:>6} {wall:>7.2f} {rate:>8.1f} {ideal:>6.0f} {rate / ideal:>6.3f}", flush=True)
+            results["throughput"].append({"concurrency": c, "items": n, "wall_s": wall, "items_per_s": rate,
+                                          "ideal_items_per_s": ideal, "ratio": rate / ideal})
     print("\n# peak RSS of the runner process (zero latency, concurrency 64)")
     with serve_subprocess(latency=0.0) as url:
         for n in (1_000, args.openai_items):
             r = measure_memory(tmp, n, "openai", url)
+            results["memory"].append({"teacher": "openai", "items": n, **r})
             print(f"openai teacher via HTTP  {n:>7} items: peak RSS {r['peak_rss_mib']:7.1f} MiB, "
                   f"+{r['growth_mib']:.1f} MiB during the run "
                   f"({r['done']} done in {r['wall_s']:.1f}s)", flush=True)
     for n in (1_000, args.null_items):
         r = measure_memory(tmp, n, "null", None)
+        results["memory"].append({"teacher": "null", "items": n, **r})
         print(f"null teacher, in process {n:>7} items: peak RSS {r['peak_rss_mib']:7.1f} MiB, "
               f"+{r['growth_mib']:.1f} MiB during the run "
               f"({r['done']} done in {r['wall_s']:.1f}s)", flush=True)
-    print(f"(outputs in {tmp})")
+    (tmp / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"(outputs in {tmp}; machine-readable figures: {tmp / 'summary.json'})")
 
 
 if __name__ == "__main__":
