@@ -204,3 +204,26 @@ def test_top_level_cli_has_the_synth_verb(tmp_path, capsys):
     assert main(["synth", "allava-laion", "--images", "scenes:2", "--out", str(out), "--teacher", "scene", "--no-progress"]) == 0
     assert "2 of 2 items done" in capsys.readouterr().out
     assert main(["synth", "allava-laion", "--images", "no/such/dir", "--out", str(out), "--teacher", "scene"]) == 2
+
+
+def test_t2i_prompt_source_renders_images_for_any_task(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "p/ok", "prompt": "a large red circle in the top left, two blue squares in the center and the bottom right"},
+        {"id": "p/odd", "prompt": "a dragon made of marshmallows"},  # the procedural renderer cannot draw it
+        {"id": "p/none"},
+    ]) + "\n")
+    out = tmp_path / "run"
+    assert synth_main(["allava-laion", "--images", f"t2i:{prompts}", "--out", str(out), "--teacher", "scene",
+                       "--no-progress"]) == 0
+    h.check_exactly_once(out, {"p/ok", "p/odd", "p/none"})
+    [rec] = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert rec["id"] == "p/ok" and (out / "images" / "p_ok.png").exists()
+    assert rec["input"]["prompt"].startswith("a large red circle")
+    assert "red circle" in rec["output"]["description"]
+    reasons = {r["id"]: r["reason"] for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
+    assert reasons["p/odd"].startswith("procedural renderer could not parse prompt")
+    assert reasons["p/none"] == "record has no prompt"
+    capsys.readouterr()
+    assert synth_main(["allava-laion", "--images", f"t2i:{tmp_path / 'missing.txt'}", "--out", str(out)]) == 2
+    assert "prompt file" in capsys.readouterr().err

@@ -18,10 +18,7 @@ TASK_OPTIONS: dict[str, list[tuple[str, dict]]] = {
     "llava-symbolic": [("--response-types", {"nargs": "+", "help": "conversation, detailed, complex (default: all)"})],
     "caption-expand": [("--long-caption-words",
                         {"type": int, "help": "captions at least this long get the detailed instruction list"})],
-    "stablellava": [("--imagegen", {"help": "scenes (offline default) or diffusers"}),
-                    ("--imagegen-model", {"help": "diffusers pipeline path or hub id"}),
-                    ("--image-size", {"type": int}),
-                    ("--dialogue-turns", {"type": int})],
+    "stablellava": [("--dialogue-turns", {"type": int})],
 }
 RUN_FIELDS = {"images", "out", "teacher", "base_url", "model", "api_key_env", "concurrency", "rpm", "tpm",
               "budget_usd", "price_in", "price_out", "prices", "limit", "max_image_side", "image_detail",
@@ -31,7 +28,7 @@ RUN_FIELDS = {"images", "out", "teacher", "base_url", "model", "api_key_env", "c
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
-    a("--images", help="folder, JSON/JSONL records, scenes:N[@SEED] or abilities:N")
+    a("--images", help="folder, JSON/JSONL records, scenes:N[@SEED], abilities:N or t2i:PROMPTS (.txt/.jsonl)")
     a("--out", required=True, type=Path, help="run folder (rerun the same command to resume)")
     a("--teacher", default="openai", help="openai (any OpenAI-compatible endpoint) or scene (offline)")
     a("--base-url", help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
@@ -57,6 +54,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a("--no-cache", action="store_true")
     a("--retry-rejects", action="store_true", help="retry the items in rejects.jsonl (fresh calls)")
     a("--no-progress", action="store_true")
+    g = p.add_argument_group("image generation (stablellava, and --images t2i:FILE)")
+    g.add_argument("--imagegen", help="scenes (offline default) or diffusers")
+    g.add_argument("--imagegen-model", help="diffusers pipeline path or hub id")
+    g.add_argument("--image-size", type=int, help="generated image side in pixels")
+    g.add_argument("--imagegen-steps", type=int, help="diffusers denoising steps (default 30; 1-4 for turbo/LCM)")
+    g.add_argument("--imagegen-guidance", type=float, help="diffusers guidance scale (default 7.5; ~0 for turbo)")
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import os
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from allava.synth.base import SynthError
+from allava.synth.config import SynthConfigError
 from allava.synth.scene_prompt import GRAMMAR, prompt_to_scene
 
 
@@ -53,6 +55,10 @@ class ImageGenerator(ABC):
             self.save(prompt, path, seed)
 
 
+class MissingDependencyError(SynthConfigError, RuntimeError):
+    """An optional dependency of the chosen backend is not installed (a user error: one line, exit 2)."""
+
+
 GENERATORS: dict[str, type[ImageGenerator]] = {}
 
 
@@ -64,7 +70,7 @@ def register_generator(cls: type[ImageGenerator]) -> type[ImageGenerator]:
 def build_generator(name: str, **options: Any) -> ImageGenerator:
     """A generator by name; options the backend does not take are ignored (one CLI, many backends)."""
     if name not in GENERATORS:
-        raise ValueError(f"unknown image generator {name!r}; choose from {sorted(GENERATORS)}")
+        raise SynthConfigError(f"unknown image generator {name!r}; choose from {sorted(GENERATORS)}")
     cls = GENERATORS[name]
     import inspect
 
@@ -91,7 +97,9 @@ class ScenesGenerator(ImageGenerator):
 @register_generator
 class DiffusersGenerator(ImageGenerator):
     """Any Stable Diffusion pipeline (SD 1.5, SDXL, SD3, ...) from a local path or hub id. The
-    pipeline is loaded on first use and guarded by a lock: one GPU renders one prompt at a time.
+    pipeline is loaded when the generator is built (at `bind`), so a wrong model stops the run before
+    any teacher call is paid for; a lock lets one GPU render one prompt at a time. The same prompt and
+    seed give the same image on the same device (the task seeds by item id, so resumes are stable).
     The pipeline's own safety checker is left as shipped."""
 
     name = "diffusers"
@@ -100,35 +108,47 @@ class DiffusersGenerator(ImageGenerator):
     def __init__(self, model: str | None = None, steps: int = 30, guidance: float = 7.5,
                  image_size: int | None = None, device: str | None = None):
         if not model:
-            raise ValueError("the diffusers image generator needs a model: a local path or hub id "
-                             "(--imagegen-model runwayml/stable-diffusion-v1-5)")
+            raise SynthConfigError("the diffusers image generator needs a model: a local path or hub id "
+                                   "(--imagegen-model runwayml/stable-diffusion-v1-5)")
         if importlib.util.find_spec("diffusers") is None:
-            raise RuntimeError("the diffusers image generator needs the optional dependency: "
-                               "pip install 'allava[diffusers]'")
-        self.model, self.steps, self.guidance = model, int(steps), float(guidance)
-        self.image_size, self.device = image_size, device
-        self._pipe: Any = None
+            raise MissingDependencyError("the diffusers image generator needs the optional dependency: "
+                                         "pip install 'allava[diffusers]'")
+        if image_size is not None and (int(image_size) <= 0 or int(image_size) % 8):
+            raise SynthConfigError(f"--image-size {image_size} for the diffusers image generator must be a "
+                                   "positive multiple of 8")
+        self.model, self.steps, self.guidance = str(model), int(steps), float(guidance)
+        self.image_size = int(image_size) if image_size else None
         self._lock = threading.Lock()
+        self._pipe, self._device = self._load(device)
 
-    def _pipeline(self) -> Any:
-        if self._pipe is None:
-            import torch
-            from diffusers import AutoPipelineForText2Image
+    def _load(self, device: str | None) -> tuple[Any, str]:
+        import torch
+        from diffusers import AutoPipelineForText2Image
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            dtype = torch.float16 if device.startswith("cuda") else torch.float32
-            self._pipe = AutoPipelineForText2Image.from_pretrained(self.model, torch_dtype=dtype).to(device)
-            self._device = device
-        return self._pipe
+        path = Path(self.model).expanduser()
+        looks_local = path.is_absolute() or self.model.startswith((".", "~")) or self.model.count("/") > 1
+        if looks_local and not path.is_dir():
+            raise SynthConfigError(f"diffusers image generator: model folder {self.model} does not exist")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = AutoPipelineForText2Image.from_pretrained(str(path) if path.is_dir() else self.model,
+                                                                 torch_dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise SynthConfigError(f"diffusers image generator: cannot load pipeline {self.model!r}: {e}") from e
+        pipe.set_progress_bar_config(disable=True)  # one bar per image would bury the run's own
+        return pipe.to(device), device
 
     def generate(self, prompt: str, seed: int) -> Image.Image:
         import torch
 
+        size = {"height": self.image_size, "width": self.image_size} if self.image_size else {}
         with self._lock:
-            pipe = self._pipeline()
-            gen = torch.Generator(device=self._device).manual_seed(seed)
-            size = {"height": self.image_size, "width": self.image_size} if self.image_size else {}
-            out = pipe(prompt, num_inference_steps=self.steps, guidance_scale=self.guidance, generator=gen, **size)
+            gen = torch.Generator(device=self._device).manual_seed(int(seed))
+            out = self._pipe(prompt, num_inference_steps=self.steps, guidance_scale=self.guidance, generator=gen,
+                             **size)
         nsfw = getattr(out, "nsfw_content_detected", None)
         if nsfw and any(nsfw):
             raise SynthError("the image generator's safety checker flagged the image")

@@ -226,7 +226,10 @@ def synth(cfg: SynthConfig, args: argparse.Namespace | None = None) -> dict[str,
         if default is None:
             raise SynthConfigError(f"task {cfg.task} needs --images (a folder, a JSONL file or scenes:N)")
         cfg.images = default
-    source = open_source(cfg.images, out, cfg.image_folder, cfg.min_short_edge)
+    imagegen = {"name": getattr(ns, "imagegen", None), "model": getattr(ns, "imagegen_model", None),
+                "image_size": getattr(ns, "image_size", None), "steps": getattr(ns, "imagegen_steps", None),
+                "guidance": getattr(ns, "imagegen_guidance", None)}
+    source = open_source(cfg.images, out, cfg.image_folder, cfg.min_short_edge, imagegen)
     price = None
     if cfg.teacher == "openai":
         price = resolve_price(cfg.model, cfg.price_in, cfg.price_out, cfg.prices, need=cfg.budget_usd is not None)

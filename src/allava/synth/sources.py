@@ -3,7 +3,9 @@
 - a folder (recursive; ids are paths relative to it),
 - a JSONL / JSON file of records `{id, image?, question?, answer?, caption?, boxes?, ...}`,
 - `scenes:N` or `scenes:N@SEED`: the procedural renderer (image rendered when the item is processed),
-- `abilities:N`: N text-only items per ability (tasks that make their own images, e.g. stablellava).
+- `abilities:N`: N text-only items per ability (tasks that make their own images, e.g. stablellava),
+- `t2i:FILE`: text-to-image prompts (JSONL `{id, prompt, ...}` or one prompt per line), each rendered
+  by the image generator (`--imagegen`) when processed, so any task can run on generated images.
 
 A source enumerates twice-cheap: `ids()` only names items (progress totals, `merge` checks),
 `items(keep)` builds the items whose id passes `keep` (the shard), lazily, so memory does not
@@ -16,6 +18,7 @@ import asyncio
 import hashlib
 import os
 import re
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -197,10 +200,68 @@ class AbilitySource(Source):
                     yield Item(id=aid, fields={"ability": a, "index": i})
 
 
+class PromptsSource(Source):
+    """StableLLaVA's generated images as a source: a prompt per item, rendered by the image generator
+    to OUT/images/ when the item is processed. With the procedural `scenes` generator the parsed scene
+    graph goes into `fields["scene"]`, so the offline scene teacher can describe the image too."""
+
+    def __init__(self, path: Path, out: Path, generator_options: dict[str, Any], spec: str):
+        from allava.synth.imagegen import build_generator
+
+        self.path, self.out, self.spec = path, out, spec
+        opts = dict(generator_options)
+        # built up front: a wrong model stops the run with one line before anything is paid for
+        self.generator = build_generator(opts.pop("name", None) or "scenes", **opts)
+
+    def _rows(self) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        if self.path.suffix.lower() == ".txt":
+            with open(self.path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh):
+                    if line.strip():
+                        yield f"prompt-{n:06d}", {"prompt": line.strip()}, None
+            return
+        for rid, rec, problem in RecordsSource(self.path)._raw():
+            if rec is not None and not str(rec.get("prompt") or "").strip():
+                rec, problem = None, "record has no prompt"
+            yield rid, rec, problem
+
+    def ids(self) -> Iterator[str]:
+        for rid, _, _ in self._rows():
+            yield rid
+
+    def entries(self, keep: Callable[[str], bool]) -> Iterator[Item | Rejected]:
+        for rid, rec, problem in self._rows():
+            if not keep(rid):
+                continue
+            if rec is None:
+                yield Rejected(rid, problem or "unreadable entry")
+                continue
+            name = re.sub(r"[^\w.-]", "_", rid)
+            fields = {k: v for k, v in rec.items() if k not in ("id", "image")}
+            yield Item(id=rid, image=f"images/{name}.png", image_root=self.out, fields=fields)
+
+    async def prepare(self, item: Item) -> None:
+        generator = self.generator
+        prompt, seed = str(item.fields["prompt"]), zlib.crc32(item.id.encode("utf-8"))
+        path = item.image_file()
+        if not path.exists():
+            await generator.asave(prompt, path, seed)
+        if generator.name == "scenes":
+            from allava.synth.scene_prompt import prompt_to_scene
+
+            item.fields["scene"] = prompt_to_scene(prompt, generator.image_size, seed).to_dict()
+
+
 _GEN = re.compile(r"^(scenes|abilities):(\d+)(?:@(\d+))?$")
 
 
-def open_source(spec: str, out: Path, image_folder: Path | None = None, min_short_edge: int = 0) -> Source:
+def open_source(spec: str, out: Path, image_folder: Path | None = None, min_short_edge: int = 0,
+                generator_options: dict[str, Any] | None = None) -> Source:
+    if spec.startswith("t2i:"):
+        path = Path(spec[4:])
+        if not path.is_file():
+            raise SynthConfigError(f"--images {spec!r}: prompt file {path} not found")
+        return PromptsSource(path, Path(out), generator_options or {}, spec)
     m = _GEN.match(spec.strip())
     if m:
         kind, n, seed = m.group(1), int(m.group(2)), int(m.group(3) or 0)
@@ -210,7 +271,7 @@ def open_source(spec: str, out: Path, image_folder: Path | None = None, min_shor
         return FolderSource(path, min_short_edge)
     if path.is_file():
         return RecordsSource(path, Path(image_folder) if image_folder else None, min_short_edge)
-    raise SynthConfigError(f"--images {spec!r}: not a folder, a JSON/JSONL file, scenes:N[@SEED] or abilities:N")
+    raise SynthConfigError(f"--images {spec!r}: not a folder, a JSON/JSONL file, scenes:N[@SEED], abilities:N or t2i:FILE")
 
 
 def selected_ids(source: Source, shard: tuple[int, int], limit: int | None) -> Iterator[str]:

@@ -149,7 +149,9 @@ class StableLlava(SynthTask):
     def bind(self, out_dir: Any, args: Any = None) -> None:
         super().bind(out_dir, args)
         self.generator = build_generator(opt(args, "imagegen", "scenes"), model=opt(args, "imagegen_model", None),
-                                         image_size=opt(args, "image_size", None))
+                                         image_size=opt(args, "image_size", None),
+                                         steps=opt(args, "imagegen_steps", None),
+                                         guidance=opt(args, "imagegen_guidance", None))
         self.turns = int(opt(args, "dialogue_turns", 3))
 
     async def run(self, item: Item, teacher: Teacher) -> dict[str, Any]:
