@@ -75,6 +75,14 @@ def _synth(p: argparse.ArgumentParser):
     return run
 
 
+@verb("eval", "benchmarks from their own files with the anchors' exact metrics: run, score, report")
+def _eval(p: argparse.ArgumentParser):
+    from allava.evaluate.cli import add_eval_parser, run_eval
+
+    add_eval_parser(p)
+    return run_eval
+
+
 @verb("quickstart", "offline end-to-end run: synthetic world, stage 0/1/2 training, evaluation, report")
 def _quickstart(p: argparse.ArgumentParser):
     p.add_argument("--out", default="runs/quickstart", help="output folder (rerun to resume)")

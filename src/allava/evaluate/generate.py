@@ -1,6 +1,7 @@
 """Greedy answers from a checkpoint, batched, with the prompt built exactly as in training."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +17,22 @@ SHORT_ANSWER = "Answer the question using a single word or phrase."
 @dataclass
 class Question:
     conversations: list[dict]  # ending with a human turn
-    image: str | Path | None = None
+    image: str | Path | bytes | Image.Image | None = None  # bytes: an encoded file (MMBench's base64 cells)
 
 
-def _rgb(path: str | Path) -> Image.Image:
-    with Image.open(path) as im:  # closes the file; one open handle per question adds up over a benchmark
-        return im.convert("RGB")
+def _rgb(image: str | Path | bytes | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:  # closes the file; one open
+        return im.convert("RGB")  # handle per question adds up over a benchmark
 
 
 class Answerer:
-    def __init__(self, model_dir: str | Path, max_length: int = 4096):
-        self.model, self.processor, self.template = load_checkpoint(model_dir)
+    def __init__(self, model_dir: str | Path, max_length: int = 4096, dtype: str | None = None,
+                 device: str | None = None):
+        self.model, self.processor, self.template = load_checkpoint(model_dir, dtype=dtype)
+        if device:
+            self.model.to(device)
         self.model.eval()
         self.tokenizer = self.processor.tokenizer
         self.encoder = ConversationEncoder(self.tokenizer, self.template, self.processor.image_token,
@@ -44,6 +50,9 @@ class Answerer:
         if images:
             kwargs["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(
                 self.model.dtype)
+        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+        if "pixel_values" in kwargs:
+            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **kwargs)
         return [self.tokenizer.decode(row[n:], skip_special_tokens=True).strip() for row in out]

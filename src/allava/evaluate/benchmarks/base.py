@@ -1,0 +1,117 @@
+"""What every benchmark provides: samples read from its released files, and its anchor's metric.
+
+A benchmark never generates: the runner turns each `Sample` into a question for the model, caches
+the answers, and hands `score` a plain ``{question_id: text}`` map, so the same scoring code runs
+on a fresh run and on a predictions file made by any other tool (LLaVA's ``model_vqa*`` scripts).
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from allava.data.records import DataError
+
+if TYPE_CHECKING:
+    from allava.evaluate.judge import Judge
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+LETTER_ANSWER = "Answer with the option's letter from the given choices directly."
+LETTERS = "ABCDEFGHIJ"
+
+
+class BenchmarkError(DataError):
+    """A benchmark's files are missing or not in the released format: one line for the user."""
+
+
+@dataclass
+class Sample:
+    """One question as the model sees it. `prompt` is the human turn without the ``<image>`` marker
+    (the runner adds it); `target` is what the metric compares against; `meta` carries the fields
+    the metric groups by (category, split, rotation, ...)."""
+
+    question_id: str
+    prompt: str
+    image: Any = None  # path, encoded bytes, or a PIL image; None for text-only questions
+    target: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmark(ABC):
+    name: ClassVar[str]
+    convention: ClassVar[str]  # what the score means where anchors differ; copied into metrics.json
+    max_new_tokens: ClassVar[int] = 128  # LLaVA's model_vqa default; open-ended benchmarks raise it
+    needs_judge: ClassVar[bool] = False
+    data_help: ClassVar[str] = ""  # what --data must point at, for error messages
+
+    @abstractmethod
+    def load(self, path: Path) -> list[Sample]:
+        """Read the released files under `path`; raise BenchmarkError when they are not there."""
+
+    @abstractmethod
+    def score(self, samples: list[Sample], answers: dict[str, str], judge: Judge | None = None) -> dict[str, Any]:
+        """Metrics over the samples that have an answer. Must contain ``headline`` ({label: value},
+        the number a paper table shows) and ``convention``."""
+
+    def limit(self, samples: list[Sample], n: int) -> list[Sample]:
+        """The first `n` questions (a benchmark whose questions span several samples keeps them whole)."""
+        return samples[:n]
+
+    def missing(self, what: str | Path) -> BenchmarkError:
+        return BenchmarkError(f"{self.name}: {what} not found; --data must be {self.data_help}")
+
+
+def pct(x: float) -> float:
+    """Papers report percentages with one or two decimals."""
+    return round(100.0 * x, 2)
+
+
+def read_json(path: Path, bench: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchmarkError(f"{bench}: {path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BenchmarkError(f"{bench}: {path}: not valid JSON ({e})") from None
+
+
+def read_jsonl(path: Path, bench: str) -> list[dict[str, Any]]:
+    """Accepts JSONL and, since several releases ship ``.json`` files that are really JSONL (POPE),
+    also a JSON array."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchmarkError(f"{bench}: {path}: no such file") from None
+    if text.lstrip().startswith("["):
+        return read_json(path, bench)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise BenchmarkError(f"{bench}: {path}:{n}: not valid JSON ({e})") from None
+    return rows
+
+
+def need(row: dict[str, Any], keys: tuple[str, ...], where: str, bench: str) -> None:
+    absent = [k for k in keys if k not in row]
+    if absent:
+        raise BenchmarkError(f"{bench}: {where}: missing field(s) {', '.join(absent)} (is this the right file?)")
+
+
+def first_existing(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.exists()), None)
+
+
+def only_answered(samples: list[Sample], answers: dict[str, str]) -> tuple[list[Sample], int]:
+    kept = [s for s in samples if s.question_id in answers]
+    return kept, len(samples) - len(kept)
+
+
+def choices_block(options: list[str], style: str = "dot") -> str:
+    """LLaVA lists options as ``A. text`` lines; MMMU's official prompt uses ``(A) text``."""
+    fmt = "{}. {}" if style == "dot" else "({}) {}"
+    return "\n".join(fmt.format(LETTERS[i], o) for i, o in enumerate(options))

@@ -1,0 +1,47 @@
+"""GQA testdev-balanced: exact match, as LLaVA's convert_gqa_for_submission + the official eval.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from allava.evaluate.benchmarks import register_benchmark
+from allava.evaluate.benchmarks.base import (
+    SHORT_ANSWER,
+    Benchmark,
+    Sample,
+    first_existing,
+    only_answered,
+    pct,
+    read_json,
+)
+
+
+def gqa_clean(text: str) -> str:
+    """LLaVA: strip a trailing period and lowercase; the official scorer then compares exactly."""
+    return text.strip().rstrip(".").lower()
+
+
+@register_benchmark("gqa")
+class GQA(Benchmark):
+    convention = "GQA testdev-balanced accuracy: exact match after stripping a trailing period and lowercasing (LLaVA)"
+    data_help = "the GQA folder with testdev_balanced_questions.json and images/"
+
+    def load(self, path: Path) -> list[Sample]:
+        ann = path if path.is_file() else path / "testdev_balanced_questions.json"
+        raw = read_json(ann, self.name)
+        if not isinstance(raw, dict):
+            raise self.missing(f"{ann} as a dict question_id -> question")
+        images = first_existing(ann.parent / "allImages" / "images") or ann.parent / "images"
+        samples = []
+        for qid, q in raw.items():
+            if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= set(q):
+                raise self.missing(f"{ann} entries with imageId, question, answer")
+            samples.append(Sample(str(qid), f"{q['question']}\n{SHORT_ANSWER}", images / f"{q['imageId']}.jpg",
+                                  str(q["answer"]).lower(), {}))
+        return samples
+
+    def score(self, samples, answers, judge=None):
+        samples, n_missing = only_answered(samples, answers)
+        hits = [gqa_clean(answers[s.question_id]) == s.target for s in samples]
+        acc = sum(hits) / max(1, len(hits))
+        return {"headline": {"GQA": pct(acc)}, "accuracy": pct(acc), "n": len(hits), "n_missing": n_missing,
+                "convention": self.convention}

@@ -1,0 +1,66 @@
+"""SEED-Bench v1, image set: ``SEED-Bench.json`` + ``SEED-Bench-image/``; accuracy over the image
+dimensions (question_type_id 1-9), which is the SEED_img column of ALLaVA's Table 4."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from allava.evaluate.benchmarks import register_benchmark
+from allava.evaluate.benchmarks.base import (
+    LETTER_ANSWER,
+    Benchmark,
+    Sample,
+    choices_block,
+    first_existing,
+    need,
+    only_answered,
+    pct,
+    read_json,
+)
+from allava.evaluate.metrics.choice import extract_letter
+
+
+@register_benchmark("seed")
+class SeedBench(Benchmark):
+    convention = ("SEED-Bench v1 image split (data_type == image, dimensions 1-9): accuracy over all image "
+                  "questions (not the mean of dimensions); LLaVA's prompt; letter by VLMEvalKit rules")
+    data_help = "the SEED-Bench folder holding SEED-Bench.json and SEED-Bench-image/"
+
+    def load(self, path: Path) -> list[Sample]:
+        ann = path if path.is_file() else path / "SEED-Bench.json"
+        root = ann.parent
+        raw = read_json(ann, self.name)
+        if not isinstance(raw, dict) or "questions" not in raw:
+            raise self.missing(f"{ann} with a 'questions' list")
+        names = {v: k for k, v in raw.get("question_type", {}).items()}
+        images = first_existing(root / "SEED-Bench-image", root / "images") or root
+        samples = []
+        for q in raw["questions"]:
+            need(q, ("question_id", "question", "choice_a", "answer", "data_id"), f"question {q.get('question_id')}",
+                 self.name)
+            if q.get("data_type", "image") != "image":
+                continue
+            opts = [q[f"choice_{c}"] for c in "abcd" if f"choice_{c}" in q]
+            img = images / q["data_id"]
+            if not img.exists():
+                raise self.missing(img)
+            samples.append(Sample(str(q["question_id"]), f"{q['question']}\n{choices_block(opts)}\n{LETTER_ANSWER}",
+                                  img, q["answer"].strip(),
+                                  {"options": dict(zip("ABCD", opts)),
+                                   "dimension": names.get(q.get("question_type_id"), str(q.get("question_type_id")))}))
+        return samples
+
+    def score(self, samples, answers, judge=None):
+        samples, n_missing = only_answered(samples, answers)
+        per_dim: dict[str, list[bool]] = defaultdict(list)
+        fails = 0
+        for s in samples:
+            letter = extract_letter(answers[s.question_id], s.meta["options"])
+            fails += letter is None
+            per_dim[s.meta["dimension"]].append(letter == s.target)
+        hits = [ok for v in per_dim.values() for ok in v]
+        acc = sum(hits) / max(1, len(hits))
+        return {"headline": {"SEED-img": pct(acc)}, "accuracy": pct(acc), "n": len(hits), "n_missing": n_missing,
+                "extraction_failures": fails,
+                "per_dimension": {k: pct(sum(v) / len(v)) for k, v in sorted(per_dim.items())},
+                "convention": self.convention}
