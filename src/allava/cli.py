@@ -75,6 +75,14 @@ def _synth(p: argparse.ArgumentParser):
     return run
 
 
+@verb("qc", "quality control by the ten principles of the VLIT review: stats, then decisions, with a report")
+def _qc(p: argparse.ArgumentParser):
+    from allava.quality.cli import add_qc_parser, run_qc
+
+    add_qc_parser(p)
+    return run_qc
+
+
 @verb("eval", "benchmarks from their own files with the anchors' exact metrics: run, score, report")
 def _eval(p: argparse.ArgumentParser):
     from allava.evaluate.cli import add_eval_parser, run_eval

@@ -1,0 +1,110 @@
+"""QC throughput: records/s and peak memory at 1K / 10K / 100K records with the cheap operators.
+
+Each size runs in a fresh subprocess (so peak RSS is that size's own) with a fresh cache: every
+record's stats are computed, then the same run is repeated with a changed threshold to show the
+cached rerun. Records cycle over a pool of generated scene images (each record still decodes its
+image: the cache is keyed by record content). Cost per record should stay flat as N grows.
+
+    python benchmarks/qc_throughput.py                      # 1000 10000 100000
+    python benchmarks/qc_throughput.py --sizes 1000 10000 --ops image_readability text_dedup
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHEAP = ["image_readability", "image_dedup", "text_dedup", "text_completeness", "task_diversity",
+         "instruction_complexity", "balance"]
+WORDS = ["red", "blue", "green", "yellow", "circle", "square", "triangle", "star", "top", "bottom", "left", "right", "small", "large", "shape", "the", "a", "is", "of", "in", "on", "near", "below", "above", "next", "to", "picture", "image", "there", "are", "two", "three", "one"]
+
+
+def make_images(folder: Path, n: int, size: int = 64) -> list[str]:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    names = []
+    for i in range(n):
+        im = Image.new("RGB", (size, size), (235, 235, 225))
+        d = ImageDraw.Draw(im)
+        for _ in range(rng.randint(1, 4)):
+            x, y, r = rng.randint(0, size - 16), rng.randint(0, size - 16), rng.randint(5, 15)
+            d.ellipse([x, y, x + r, y + r], fill=tuple(rng.randint(0, 255) for _ in range(3)))
+        im.save(folder / f"{i}.png")
+        names.append(f"{i}.png")
+    return names
+
+
+def make_records(path: Path, n: int, images: list[str]) -> None:
+    rng = random.Random(n)
+    with path.open("w") as fh:
+        for i in range(n):
+            q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) + "?"
+            a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 40))) + "."
+            rec = {"id": f"r{i}", "image": images[i % len(images)],
+                   "conversations": [{"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}],
+                   "meta": {"task": rng.choice(["caption", "vqa", "reasoning"])}}
+            fh.write(json.dumps(rec) + "\n")
+
+
+def child(records: str, images: str, ops: list[str], out: str) -> None:
+    from allava.quality.config import parse_config
+    from allava.quality.pipeline import run_qc_pipeline
+
+    def cfg(min_sharp: float):
+        entries = [{"name": o} for o in ops]
+        for e in entries:
+            if e["name"] == "image_readability":
+                e["thresholds"] = {"sharpness": {"min": min_sharp}}
+        return parse_config({"ops": entries})
+
+    t0 = time.perf_counter()
+    run = run_qc_pipeline(records, cfg(0.01), out, image_folder=images, progress=False, plots=False)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_qc_pipeline(records, cfg(0.02), out, image_folder=images, progress=False, plots=False)
+    rerun = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": len(run.ids), "first_s": first, "rerun_s": rerun, "peak_rss_mb": peak,
+                      "op_seconds": {k: round(v, 2) for k, v in run.op_seconds.items()}}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--ops", nargs="+", default=CHEAP)
+    ap.add_argument("--images", type=int, default=2000, help="distinct image files the records cycle over")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        records, images, ops, out = args.child
+        child(records, images, ops.split(","), out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        images = make_images(root / "images", args.images)
+        print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
+        print(f"{'records':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} {'peak RSS MB':>12}")
+        for n in args.sizes:
+            rec = root / f"records-{n}.jsonl"
+            make_records(rec, n, images)
+            res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(root / "images"),
+                                  ",".join(args.ops), str(root / f"out-{n}")], capture_output=True, text=True, check=False)
+            if res.returncode:
+                print(res.stderr[-2000:])
+                raise SystemExit(res.returncode)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"{r['n']:>8} {r['n'] / r['first_s']:>16.0f} {1e6 * r['first_s'] / r['n']:>10.0f} "
+                  f"{r['n'] / r['rerun_s']:>19.0f} {r['peak_rss_mb']:>12.0f}", flush=True)
+            print(f"         per op (s): {r['op_seconds']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""DBSCAN over unit vectors, shared by the diversity operators; sized to stay flat at scale."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def dbscan_labels(x: np.ndarray, eps: float, min_samples: int, max_points: int, seed: int = 0) -> np.ndarray:
+    """Cluster labels (-1 = noise) for unit-norm rows, cosine distance `eps`.
+
+    Above `max_points` rows a random sample is clustered and every other row joins the cluster of its
+    nearest sampled row when that row is within `eps` (noise otherwise): DBSCAN's neighbourhoods are
+    quadratic on templated data, the sample keeps the cost flat.
+    """
+    from sklearn.cluster import DBSCAN
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    idx = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    labels = np.full(n, -1, dtype=int)
+    labels[idx] = DBSCAN(eps=eps, min_samples=min_samples, metric="cosine", algorithm="brute").fit_predict(x[idx])
+    if len(idx) < n:
+        rest = np.setdiff1d(np.arange(n), idx)
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(x[idx])
+        d, j = nn.kneighbors(x[rest])
+        labels[rest] = np.where(d[:, 0] <= eps, labels[idx][j[:, 0]], -1)
+    return labels
+
+
+def nearest_similarity(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Cosine similarity of each unit row to its most similar other row (chunked: flat memory)."""
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    for s in range(0, n, chunk):
+        sims = x[s:s + chunk] @ x.T
+        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
+        out[s:s + chunk] = sims.max(axis=1)
+    return out
+
+
+def cluster_count(labels: list[Any]) -> int:
+    """Clusters plus noise points (each noise point is its own, unique, semantic cluster)."""
+    real = {lab for lab in labels if lab is not None and lab != -1 and lab != "-1"}
+    noise = sum(1 for lab in labels if lab == -1 or lab == "-1")
+    return len(real) + noise
+
+
+def log_clusters(labels: list[Any]) -> float | None:
+    n = cluster_count(labels)
+    return math.log(n) if n else None

@@ -1,0 +1,1 @@
+"""Built-in QC operators, one per module; `allava.quality.base.load_builtin_ops` imports them all."""

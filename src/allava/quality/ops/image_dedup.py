@@ -1,0 +1,110 @@
+"""De-duplication, images: perceptual hashes (pHash / dHash in numpy) and the distance to the nearest
+*earlier* distinct image file.
+
+The stat is a distance, not a yes/no, so the Hamming cut-off is a threshold (`min`) and can be
+changed without rehashing. Records that share one image file are not duplicates of each other
+(LLaVA data asks many questions about one image); a second file with the same picture is.
+Candidates come from 8 bands of 8 bits: any pair within 7 bits shares a band (pigeonhole), so the
+distance is exact up to 7 and reported as 8 beyond that.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, register_op
+from allava.quality.images import resize_gray
+
+BANDS = 8
+RADIUS = 7  # exact distances up to here
+_POP = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    return int("".join("1" if b else "0" for b in bits.ravel()), 2)
+
+
+def dhash(path, size: int = 8) -> int:
+    """Difference hash: is each pixel brighter than its right neighbour (size x size bits)."""
+    g = resize_gray(path, (size + 1, size))
+    return _bits_to_int(g[:, 1:] > g[:, :-1])
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def phash(path, size: int = 8) -> int:
+    """Perceptual hash: low 8x8 DCT coefficients of a 32x32 grey image above their median."""
+    g = resize_gray(path, (32, 32))
+    low = (_DCT32 @ g @ _DCT32.T)[:size, :size]
+    return _bits_to_int(low > np.median(low))
+
+
+def hamming(a: int, b: np.ndarray) -> np.ndarray:
+    """Bit distances between one 64-bit hash and an array of them."""
+    x = np.bitwise_xor(b, np.uint64(a)).view(np.uint8).reshape(-1, 8)
+    return _POP[x].sum(axis=1)
+
+
+@dataclass
+class ImageDedupSettings(OpSettings):
+    hash: str = "phash"  # phash | dhash
+
+
+@register_op("image_dedup")
+class ImageDedup(DatasetOp):
+    Settings = ImageDedupSettings
+    primary = "distance"
+    needs_image = True
+
+    def features(self, batch: list[QCRecord]) -> list[Any]:
+        fn = {"phash": phash, "dhash": dhash}[self.settings.hash]
+        out: list[Any] = []
+        for r in batch:
+            if r.image_file is None:
+                out.append(None)
+                continue
+            try:
+                out.append({"file": str(r.image_file), "hash": f"{fn(r.image_file):016x}"})
+            except Exception:  # noqa: BLE001 - unreadable images are image_readability's business
+                out.append(None)
+        return out
+
+    def finalize(self, features: list[Any]) -> list[Stats]:
+        hashes: list[int] = []
+        files: list[str] = []
+        buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+        file_stats: dict[str, Stats] = {}
+        for f in features:
+            if f is None or f["file"] in file_stats:
+                continue
+            h = int(f["hash"], 16)
+            cands = {j for b in range(BANDS) for j in buckets.get((b, (h >> (8 * b)) & 0xFF), ())}
+            dist, near = RADIUS + 1, None
+            if cands:
+                idx = np.fromiter(cands, dtype=np.int64)
+                d = hamming(h, np.array([hashes[j] for j in idx], dtype=np.uint64))
+                k = int(np.argmin(d))
+                if d[k] <= RADIUS:
+                    dist, near = int(d[k]), files[int(idx[k])]
+            file_stats[f["file"]] = {"distance": dist, **({"near": near} if near else {})}
+            for b in range(BANDS):
+                buckets[(b, (h >> (8 * b)) & 0xFF)].append(len(hashes))
+            hashes.append(h)
+            files.append(f["file"])
+        return [dict(file_stats[f["file"]]) if f is not None else {} for f in features]
+
+    def indicators(self, stats: list[Stats]) -> dict[str, Any]:
+        d = [s["distance"] for s in stats if "distance" in s]
+        return {"duplicate_images": float(np.mean([x == 0 for x in d]))} if d else {}
