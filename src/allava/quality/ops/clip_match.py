@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -128,6 +129,36 @@ class ClipMatchSettings(OpSettings):
     batch_size: int = no_cache(32)
 
 
+def embed_chunks(get_encoder: Callable[[], Any], batch: list[QCRecord], text_of: Callable[[QCRecord], str],
+                 min_words: int) -> list[tuple[int, QCRecord, np.ndarray, np.ndarray]]:
+    """(batch index, record, image embedding, chunk embeddings) for records with an image and enough
+    words. Unreadable images are skipped here: image_readability reports them."""
+    todo = [(i, r) for i, r in enumerate(batch) if r.image_file is not None and len(text_of(r).split()) >= min_words]
+    if not todo:
+        return []
+    enc = get_encoder()
+    try:
+        images, ok = list(enc.encode_images([r.image_file for _, r in todo])), todo
+    except Exception:  # noqa: BLE001 - one unreadable image: encode one by one, skip the bad ones
+        images, ok = [], []
+        for i, r in todo:
+            try:
+                images.append(enc.encode_images([r.image_file])[0])
+                ok.append((i, r))
+            except Exception:  # noqa: BLE001, S112
+                continue
+    chunks = [chunk_text(text_of(r), enc.token_ids, enc.max_tokens, min_words) for _, r in ok]
+    flat = [c for cs in chunks for c in cs]
+    if not flat:
+        return []
+    emb = np.concatenate([enc.encode_texts(flat[k:k + 256]) for k in range(0, len(flat), 256)])
+    out, pos = [], 0
+    for (i, r), img, cs in zip(ok, images, chunks):
+        out.append((i, r, img, emb[pos:pos + len(cs)]))
+        pos += len(cs)
+    return out
+
+
 @register_op("clip_match")
 class ClipMatch(Op):
     Settings = ClipMatchSettings
@@ -139,38 +170,18 @@ class ClipMatch(Op):
         super().__init__(settings)
         self.encoder = encoder  # injected in tests; otherwise loaded on first use
 
+    def _encoder(self) -> Any:
+        if self.encoder is None:  # loaded on first use: batches without images never need it
+            self.encoder = HFClip(self.settings.model, self.settings.device)
+        return self.encoder
+
     def _text(self, r: QCRecord) -> str:
         return "\n".join(r.responses) if self.settings.field == "responses" else r.text()
 
     def compute(self, batch: list[QCRecord]) -> list[Stats]:
         out: list[Stats] = [{} for _ in batch]
-        todo = [(i, r) for i, r in enumerate(batch)
-                if r.image_file is not None and len(self._text(r).split()) >= self.settings.min_words]
-        if not todo:
-            return out
-        if self.encoder is None:
-            self.encoder = HFClip(self.settings.model, self.settings.device)
-        enc = self.encoder
-        try:
-            images, ok = list(enc.encode_images([r.image_file for _, r in todo])), todo
-        except Exception:  # noqa: BLE001 - one unreadable image: encode one by one, skip the bad ones
-            images, ok = [], []
-            for i, r in todo:
-                try:
-                    images.append(enc.encode_images([r.image_file])[0])
-                    ok.append((i, r))
-                except Exception:  # noqa: BLE001, S112 - unreadable images are image_readability's business
-                    continue
-        chunks = [chunk_text(self._text(r), enc.token_ids, enc.max_tokens, self.settings.min_words) for _, r in ok]
-        flat = [c for cs in chunks for c in cs]
-        if not flat:
-            return out
-        text_emb = np.concatenate([enc.encode_texts(flat[k:k + 256]) for k in range(0, len(flat), 256)])
-        pos = 0
-        for (i, _), img, cs in zip(ok, images, chunks):
-            sims = (text_emb[pos:pos + len(cs)] @ img).tolist()
-            pos += len(cs)
-            out[i] = aggregate(sims)
+        for i, _, img, chunk_emb in embed_chunks(self._encoder, batch, self._text, self.settings.min_words):
+            out[i] = aggregate((chunk_emb @ img).tolist())
         return out
 
     def indicators(self, stats: list[Stats]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, no_cache, register_op
-from allava.quality.ops.clip_match import HFClip, chunk_text
+from allava.quality.ops.clip_match import HFClip, embed_chunks
 
 
 @dataclass
@@ -39,39 +39,20 @@ class ClipRank(DatasetOp):
         super().__init__(settings)
         self.encoder = encoder
 
+    def _encoder(self) -> Any:
+        if self.encoder is None:  # loaded on first use: batches without images never need it
+            self.encoder = HFClip(self.settings.model, self.settings.device)
+        return self.encoder
+
     def _text(self, r: QCRecord) -> str:
         return "\n".join(r.responses) if self.settings.field == "responses" else r.text()
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
         out: list[Any] = [None] * len(batch)
-        todo = [(i, r) for i, r in enumerate(batch)
-                if r.image_file is not None and len(self._text(r).split()) >= self.settings.min_words]
-        if not todo:
-            return out
-        if self.encoder is None:
-            self.encoder = HFClip(self.settings.model, self.settings.device)
-        enc = self.encoder
-        try:
-            imgs, ok = list(enc.encode_images([r.image_file for _, r in todo])), todo
-        except Exception:  # noqa: BLE001 - one unreadable image: encode one by one, skip the bad ones
-            imgs, ok = [], []
-            for i, r in todo:
-                try:
-                    imgs.append(enc.encode_images([r.image_file])[0])
-                    ok.append((i, r))
-                except Exception:  # noqa: BLE001, S112 - unreadable images are image_readability's business
-                    continue
-        chunks = [chunk_text(self._text(r), enc.token_ids, enc.max_tokens, self.settings.min_words) for _, r in ok]
-        flat = [c for cs in chunks for c in cs]
-        if not flat:
-            return out
-        emb = np.concatenate([enc.encode_texts(flat[j:j + 256]) for j in range(0, len(flat), 256)])
-        pos = 0
-        for (i, r), img, cs in zip(ok, imgs, chunks):
-            if not cs:
+        for i, r, img, chunk_emb in embed_chunks(self._encoder, batch, self._text, self.settings.min_words):
+            if not len(chunk_emb):
                 continue
-            txt = emb[pos:pos + len(cs)].mean(axis=0)
-            pos += len(cs)
+            txt = chunk_emb.mean(axis=0)
             txt = txt / (np.linalg.norm(txt) or 1.0)
             out[i] = {"file": str(r.image_file), "img": np.asarray(img).round(4).tolist(), "txt": txt.round(4).tolist()}
         return out
