@@ -254,8 +254,9 @@ class ScriptedJudge:
         self.replies = replies
         self.prompts = []
 
-    def ask(self, prompts, max_tokens=1024):
+    def ask(self, prompts, max_tokens=1024, temperature=None):
         self.prompts += prompts
+        self.temperatures = [*getattr(self, "temperatures", []), temperature]
         return [self.replies(p) for p in prompts]
 
 
@@ -285,6 +286,12 @@ def test_mmvet_grades_per_capability(tmp_path):
     judge = ScriptedJudge(lambda p: "0.5" if "\nx? | -1 <AND> -5 | x = -1 | " in p[0]["content"] else "great")
     m = bench.score(samples, {"v1_0": "x = -1", "v1_1": "cat"}, judge)
     assert m["total"] == 25.0 and m["per_capability"] == {"math": 50.0, "ocr": 25.0} and m["judge_failures"] == 1
+    assert judge.temperatures == [None, 0.5, 1.0, 1.5, 2.0]  # an unparsable grade is asked 5 times in all
+
+    replies = iter(["0.5", "great", "1.0"])  # the second question's grade parses on its first retry
+    judge = ScriptedJudge(lambda p: next(replies))
+    m = bench.score(samples, {"v1_0": "x = -1", "v1_1": "cat"}, judge)
+    assert m["total"] == 75.0 and m["judge_failures"] == 0 and judge.temperatures == [None, 0.5]
 
 
 def test_vicuna80_both_orders_and_win_rate(tmp_path):

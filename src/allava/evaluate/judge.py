@@ -20,8 +20,9 @@ Messages = list[dict[str, Any]]
 class Judge(Protocol):
     model: str
 
-    def ask(self, prompts: list[Messages], max_tokens: int = 1024) -> list[str | None]:
-        """One answer per prompt, None where the endpoint gave up."""
+    def ask(self, prompts: list[Messages], max_tokens: int = 1024,
+            temperature: float | None = None) -> list[str | None]:
+        """One answer per prompt, None where the endpoint gave up (temperature: the judge's default when None)."""
 
 
 @dataclass
@@ -33,10 +34,12 @@ class OpenAIJudge:
     concurrency: int = 8
     temperature: float = 0.0
 
-    def ask(self, prompts: list[Messages], max_tokens: int = 1024) -> list[str | None]:
-        return asyncio.run(self._ask(prompts, max_tokens))
+    def ask(self, prompts: list[Messages], max_tokens: int = 1024,
+            temperature: float | None = None) -> list[str | None]:
+        t = self.temperature if temperature is None else temperature
+        return asyncio.run(self._ask(prompts, max_tokens, t))
 
-    async def _ask(self, prompts: list[Messages], max_tokens: int) -> list[str | None]:
+    async def _ask(self, prompts: list[Messages], max_tokens: int, temperature: float) -> list[str | None]:
         from allava.synth.cache import AnswerCache
         from allava.synth.config import SynthConfig
         from allava.synth.meter import Meter
@@ -54,7 +57,7 @@ class OpenAIJudge:
             async with gate:
                 try:
                     req = Request(messages, task="judge", item=Item(id=f"judge-{i}"),
-                                  params={"temperature": self.temperature, "max_tokens": max_tokens})
+                                  params={"temperature": temperature, "max_tokens": max_tokens})
                     return (await teacher.complete(req)).text
                 except SynthError:
                     return None

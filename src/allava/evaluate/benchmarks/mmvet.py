@@ -24,6 +24,9 @@ Can you explain this meme? | This meme is poking fun at the fact that the names 
 """
 
 
+RETRIES = 5
+
+
 def grader_prompt(question: str, gold: str, prediction: str) -> list[dict]:
     gold = gold.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
     return [{"role": "user", "content": GRADER + "\n" + f"{question} | {gold} | {prediction} | "}]
@@ -34,8 +37,8 @@ class MMVet(Benchmark):
     needs_judge = True
     max_new_tokens = 1024
     convention = ("MM-Vet official grader prompt, score = mean correctness x 100 overall and per capability; a "
-                  "grade that is not a number in [0, 1] scores 0 (as the official script after its retries) and is "
-                  "counted in judge_failures")
+                  "grade that is not a number in [0, 1] is asked again at temperature 0.5, 1.0, 1.5, 2.0 (5 tries, "
+                  "as the official script) and then scores 0, counted in judge_failures")
     data_help = "the mm-vet folder (mm-vet.json and images/)"
 
     def load(self, path: Path) -> list[Sample]:
@@ -48,11 +51,18 @@ class MMVet(Benchmark):
         if judge is None:
             raise ConfigError(f"{self.name} needs a judge: pass --judge-model (and --judge-base-url)")
         samples, n_missing = only_answered(samples, answers)
-        grades = judge.ask([grader_prompt(s.prompt, s.target, answers[s.question_id]) for s in samples], max_tokens=3)
+        prompts = [grader_prompt(s.prompt, s.target, answers[s.question_id]) for s in samples]
+        scores: list[float | None] = [parse_unit_score(g) for g in judge.ask(prompts, max_tokens=3)]
+        for attempt in range(1, RETRIES):  # the official grader retries unparsable grades, hotter each time
+            todo = [i for i, sc in enumerate(scores) if sc is None]
+            if not todo:
+                break
+            regraded = judge.ask([prompts[i] for i in todo], max_tokens=3, temperature=0.5 * attempt)
+            for i, g in zip(todo, regraded):
+                scores[i] = parse_unit_score(g)
         per_cap: dict[str, list[float]] = defaultdict(list)
         failures, total = 0, []
-        for s, g in zip(samples, grades):
-            score = parse_unit_score(g)
+        for s, score in zip(samples, scores):
             if score is None:
                 failures += 1
                 score = 0.0
