@@ -91,6 +91,7 @@ def main() -> None:
         root = Path(tmp)
         images = make_images(root / "images", args.images)
         print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
+        rows = []
         print(f"{'records':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} {'peak RSS MB':>12}")
         for n in args.sizes:
             rec = root / f"records-{n}.jsonl"
@@ -104,6 +105,8 @@ def main() -> None:
             print(f"{r['n']:>8} {r['n'] / r['first_s']:>16.0f} {1e6 * r['first_s'] / r['n']:>10.0f} "
                   f"{r['n'] / r['rerun_s']:>19.0f} {r['peak_rss_mb']:>12.0f}", flush=True)
             print(f"         per op (s): {r['op_seconds']}", flush=True)
+            rows.append(r)
+        print(json.dumps({"ops": args.ops, "images": args.images, "sizes": rows}))  # machine-readable
 
 
 if __name__ == "__main__":
