@@ -159,16 +159,12 @@ def embed_chunks(get_encoder: Callable[[], Any], batch: list[QCRecord], text_of:
     return out
 
 
-@register_op("clip_match")
-class ClipMatch(Op):
-    Settings = ClipMatchSettings
-    primary = "min"
-    needs_image = True
-    VERSION = "1"
+class ClipScored:
+    """What the CLIP operators share: the encoder, loaded on first use (batches without images never
+    need it), and the text they score (`settings.field`). `settings` comes from the op class."""
 
-    def __init__(self, settings: ClipMatchSettings | None = None, encoder: Encoder | None = None):
-        super().__init__(settings)
-        self.encoder = encoder  # injected in tests; otherwise loaded on first use
+    encoder: Any
+    settings: Any
 
     def _encoder(self) -> Any:
         if self.encoder is None:  # loaded on first use: batches without images never need it
@@ -177,6 +173,18 @@ class ClipMatch(Op):
 
     def _text(self, r: QCRecord) -> str:
         return "\n".join(r.responses) if self.settings.field == "responses" else r.text()
+
+
+@register_op("clip_match")
+class ClipMatch(ClipScored, Op):
+    Settings = ClipMatchSettings
+    primary = "min"
+    needs_image = True
+    VERSION = "1"
+
+    def __init__(self, settings: ClipMatchSettings | None = None, encoder: Encoder | None = None):
+        super().__init__(settings)
+        self.encoder = encoder  # injected in tests; otherwise loaded on first use
 
     def compute(self, batch: list[QCRecord]) -> list[Stats]:
         out: list[Stats] = [{} for _ in batch]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, no_cache, register_op
-from allava.quality.ops.clip_match import HFClip, embed_chunks
+from allava.quality.ops.clip_match import ClipScored, embed_chunks
 
 
 @dataclass
@@ -31,21 +31,13 @@ class ClipRankSettings(OpSettings):
 
 
 @register_op("clip_rank")
-class ClipRank(DatasetOp):
+class ClipRank(ClipScored, DatasetOp):
     Settings = ClipRankSettings
     primary = "rank_pct"
 
     def __init__(self, settings: ClipRankSettings | None = None, encoder: Any = None):
         super().__init__(settings)
         self.encoder = encoder
-
-    def _encoder(self) -> Any:
-        if self.encoder is None:  # loaded on first use: batches without images never need it
-            self.encoder = HFClip(self.settings.model, self.settings.device)
-        return self.encoder
-
-    def _text(self, r: QCRecord) -> str:
-        return "\n".join(r.responses) if self.settings.field == "responses" else r.text()
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
         out: list[Any] = [None] * len(batch)
