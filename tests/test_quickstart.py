@@ -21,7 +21,7 @@ def test_quickstart_runs_every_phase_and_writes_the_report(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert set(report["evals"]) == {"full/stage1", "full/stage2", "stage2-only/stage2"}
+    assert set(report["evals"]) == {"full/stage1", "full/stage2", "stage2-only/stage2", "full/stage2, scene as text"}
     for ev in report["evals"].values():
         assert len(ev["abilities"]) >= 8
         assert all(0 < a["chance"] < 0.5 for a in ev["abilities"].values())

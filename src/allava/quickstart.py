@@ -26,6 +26,7 @@ from allava.train.pretrain_lm import LMPretrainConfig, pretrain_lm
 from allava.train.stages import StageConfig, TrainRecipe, run_recipe
 from allava.train.tokenizer import train_tokenizer
 
+TEXT_BOUND = "full/stage2, scene as text"  # the text-only upper bound's column in the report
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
 
@@ -114,11 +115,11 @@ def _train_phase(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: b
                                 "data": r.data} for r in results}}
 
 
-def _eval_phase(out: Path, cfg: QuickstartConfig, model_dir: str, name: str) -> dict:
+def _eval_phase(out: Path, cfg: QuickstartConfig, model_dir: str, name: str, scene_as_text: bool = False) -> dict:
     from allava.evaluate.synthetic import evaluate_bench
 
     return evaluate_bench(model_dir, out / "world", batch_size=cfg.eval_batch_size,
-                          predictions_path=out / f"predictions-{name}.jsonl")
+                          predictions_path=out / f"predictions-{name}.jsonl", scene_as_text=scene_as_text)
 
 
 def peak_rss_mb() -> float:
@@ -146,6 +147,9 @@ def run_quickstart(out: str | Path, cfg: QuickstartConfig, skip_stage1: bool = F
         for stage, info in trained["stages"].items():
             key = f"{run_name}/{stage}"
             evals[key] = phases.run(f"eval-{key}", _eval_phase, out, cfg, info["model_dir"], key.replace("/", "-"))
+        if run_name == "full" and "stage2" in trained["stages"]:  # the same model, the scene given as text
+            evals[TEXT_BOUND] = phases.run(f"eval-{TEXT_BOUND}", _eval_phase, out, cfg, trained["stages"]["stage2"]["model_dir"],
+                                    "full-stage2-scene-as-text", True)
     report = {
         "config": asdict(cfg),
         "phases": phases.done,

@@ -78,7 +78,9 @@ def write_quickstart_report(out: Path, report: dict) -> None:
         lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
     lines += ["", "## Held-out short-answer accuracy per ability", "",
               "Columns: `full/stage1` = after alignment only, `full/stage2` = stage 1 + stage 2, "
-              "`stage2-only/stage2` = stage 2 alone (ALLaVA Table 6 ablation, `--skip-stage1`).", ""]
+              "`stage2-only/stage2` = stage 2 alone (ALLaVA Table 6 ablation, `--skip-stage1`), "
+              "`full/stage2, scene as text` = the same final model given the scene's description instead of the "
+              "image (a text-only upper bound: what the LM can answer with perfect perception).", ""]
     lines += _ability_table(report["evals"])
     lines += ["", "## Phases", "", "| phase | wall (s) | peak RSS so far (MiB) | notes |", "|---|---|---|---|"]
     for name, p in phases.items():

@@ -238,6 +238,11 @@ _TEXT_INTROS = (
 )
 
 
+def scene_in_words(scene: Scene, rng: random.Random) -> str:
+    """The scene as a text-only record would give it: an intro and the fine-grained caption."""
+    return f"{rng.choice(_TEXT_INTROS)}\n\n{caption(scene, rng)}"
+
+
 def _spec_list(scene: Scene) -> str:
     lines = [f"- {phrase(o)}: {o.position}" for o in scene.items]
     if scene.word:
