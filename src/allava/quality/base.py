@@ -109,8 +109,9 @@ class DatasetOp(Op):
         """Per-record JSON-serialisable features (cached per record)."""
         raise NotImplementedError
 
-    def finalize(self, features: list[Any]) -> tuple[list[Stats], dict[str, Any]]:
-        """Per-record stats (same order) and dataset indicators, from all features in input order."""
+    def finalize(self, features: list[Any]) -> list[Stats]:
+        """Per-record stats, in input order, from all the records' features (indicators come from
+        `indicators`, as for every op)."""
         raise NotImplementedError
 
 
