@@ -11,7 +11,6 @@ from PIL import Image
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import load_checkpoint
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 
 @dataclass

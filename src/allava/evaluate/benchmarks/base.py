@@ -17,7 +17,7 @@ from allava.data.records import DataError
 if TYPE_CHECKING:
     from allava.evaluate.judge import Judge
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's answer-format suffixes
 LETTER_ANSWER = "Answer with the option's letter from the given choices directly."
 LETTERS = "ABCDEFGHIJ"
 

@@ -18,7 +18,7 @@ class Synthetic(Benchmark):
     def load(self, path: Path) -> list[Sample]:
         self.abilities = read_json(path / "bench_meta.json", self.name).get("abilities", {})
         return [Sample(str(it["id"]), f"{it['question']}\n{SHORT_ANSWER}", path / "images" / it["image"],
-                       it["answer"], {"ability": it["ability"]}) for it in read_jsonl(path / "bench.jsonl", self.name)]
+                       it["answer"], {"ability": it["ability"], "seed": it.get("seed")}) for it in read_jsonl(path / "bench.jsonl", self.name)]
 
     def score(self, samples, answers, judge=None):
         samples, n_missing = only_answered(samples, answers)
