@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from allava.evaluate.benchmarks import Benchmark, BenchmarkError, Sample
 from allava.evaluate.generate import Question
+from allava.synth.outputs import AppendFile, repair
 
 AnswerFn = Callable[[list[Question], int], list[str]]
 CACHE_FILE = "answers_cache.jsonl"
@@ -75,34 +76,23 @@ class AnswerStore:
                         self.answers[row["key"]] = row["text"]
                     except (ValueError, KeyError, TypeError):
                         continue  # torn last line after a kill
-        self._fh: IO[str] | None = None
+        self._fh: AppendFile | None = None
 
     def __contains__(self, key: str) -> bool:
         return key in self.answers
 
     def put(self, key: str, question_id: str, text: str) -> None:
-        if self._fh is None:
+        if self._fh is None:  # opened on the first new answer: a fully cached rerun never writes
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torn = _ends_torn(self.path)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (held open, closed in close())
-            if torn:  # end the torn line so the next answer starts on its own
-                self._fh.write("\n")
-        self._fh.write(json.dumps({"key": key, "question_id": question_id, "text": text}, ensure_ascii=False) + "\n")
-        self._fh.flush()
+            repair(self.path)  # cut a torn last line so the next answer starts on its own
+            self._fh = AppendFile(self.path)
+        self._fh.write({"key": key, "question_id": question_id, "text": text})
         self.answers[key] = text
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def _ends_torn(path: Path) -> bool:
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as fh:
-        fh.seek(-1, 2)
-        return fh.read(1) != b"\n"
 
 
 def to_question(s: Sample) -> Question:
