@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from allava.model.refs import local_model_path
 from allava.synth.base import SynthError
 from allava.synth.config import SynthConfigError
 from allava.synth.scene_prompt import GRAMMAR, prompt_to_scene
@@ -125,16 +126,15 @@ class DiffusersGenerator(ImageGenerator):
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        path = Path(self.model).expanduser()
-        looks_local = path.is_absolute() or self.model.startswith((".", "~")) or self.model.count("/") > 1
-        if looks_local and not path.is_dir():
+        path = local_model_path(self.model)
+        if path is not None and not path.is_dir():
             raise SynthConfigError(f"diffusers image generator: model folder {self.model} does not exist")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-                pipe = AutoPipelineForText2Image.from_pretrained(str(path) if path.is_dir() else self.model,
+                pipe = AutoPipelineForText2Image.from_pretrained(str(path) if path is not None else self.model,
                                                                  torch_dtype=dtype)
         except (OSError, ValueError) as e:
             raise SynthConfigError(f"diffusers image generator: cannot load pipeline {self.model!r}: {e}") from e
