@@ -20,11 +20,11 @@ from allava.scenes.teacher import (
     caption,
     caption_record,
     clip_caption,
-    parse_raw,
     text_record,
     vqa_record,
 )
 from allava.scenes.world import WorldConfig, bench_seed, build_world, read_jsonl, text_seed, train_seed
+from allava.synth.tasks.allava_laion import parse as parse_allava_laion
 
 SCENES = [sample_scene(s) for s in range(300)]
 
@@ -109,7 +109,7 @@ def test_raw_parses_back_into_four_sections():
     assert len(BRIEF_DESCRIPTION_INSTRUCTIONS) == 11 and len(DETAILED_DESCRIPTION_INSTRUCTIONS) == 16
     for scene in SCENES[:60]:
         out = allava_laion(scene, random.Random(scene.seed))
-        parsed = parse_raw(out["raw"])
+        parsed = parse_allava_laion(out["raw"])
         assert parsed["description"] == out["description"] and parsed["answer"] == out["answer"]
         assert parsed["candidate_questions"] == out["candidate_questions"]
         assert len(set(parsed["candidate_questions"])) == 5

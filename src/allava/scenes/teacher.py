@@ -9,7 +9,6 @@ text-only instructions that stand in for Evol-Instruct-GPT4-Turbo.
 from __future__ import annotations
 
 import random
-import re
 
 from allava.scenes.abilities import (
     QA,
@@ -23,16 +22,16 @@ from allava.scenes.abilities import (
 from allava.scenes.graph import Scene, SceneObject, plural
 from allava.synth.prompts import (  # noqa: F401 - re-exported for the scene world
     ALLAVA_LAION_PROMPT,
+    ALLAVA_LAION_SECTIONS,
     BRIEF_DESCRIPTION_INSTRUCTIONS,
     DETAILED_DESCRIPTION_INSTRUCTIONS,
 )
+from allava.synth.prompts import ALLAVA_LAION_VERSION as PROMPT_VERSION  # the version the world's records carry
 
-PROMPT_VERSION = "allava-laion/1"
 VQA_PROMPT_VERSION = "llava-1.5-short/1"
 TEXT_PROMPT_VERSION = "scene-text/1"
 TEACHER = "scene"
 
-SECTIONS = ("description", "candidate questions", "question", "answer")
 NUM_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_VQA_TURNS = 8
 
@@ -194,20 +193,7 @@ def format_raw(description: str, candidates: list[str], question: str, answer: s
     """The teacher output in the exact tagged format the A.1 prompt requests."""
     numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(candidates, 1))
     body = (description, numbered, question, answer)
-    return "\n".join(f"<start of {s}>\n{t}\n<end of {s}>" for s, t in zip(SECTIONS, body))
-
-
-def parse_raw(raw: str) -> dict:
-    """Inverse of format_raw; also how a real GPT-4V answer to the A.1 prompt would be parsed."""
-    out: dict = {}
-    for s in SECTIONS:
-        m = re.search(rf"<start of {s}>\s*(.*?)\s*<end of {s}>", raw, flags=re.DOTALL)
-        if not m:
-            raise ValueError(f"missing section {s!r}")
-        out[s] = m.group(1)
-    lines = [ln.strip() for ln in out.pop("candidate questions").splitlines() if ln.strip()]
-    out["candidate_questions"] = [re.sub(r"^\d+[.)]\s*", "", ln) for ln in lines]
-    return out
+    return "\n".join(f"<start of {s}>\n{t}\n<end of {s}>" for s, t in zip(ALLAVA_LAION_SECTIONS, body))
 
 
 def allava_laion(scene: Scene, rng: random.Random) -> dict:

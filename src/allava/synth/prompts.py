@@ -8,6 +8,8 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------- ALLaVA (appendix A.1, A.2, figure 6)
 
+ALLAVA_LAION_VERSION = "allava-laion/1"
+ALLAVA_LAION_SECTIONS = ("description", "candidate questions", "question", "answer")  # the A.1 answer format
 # A.1 verbatim, except the PDF's OCR typo "{candidate guestions}" -> "{candidate questions}".
 ALLAVA_LAION_PROMPT = (
     "You are an excellent image describer and questioner ### You have three tasks in total #### Your first task is to "

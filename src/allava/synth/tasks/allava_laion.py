@@ -12,7 +12,12 @@ from allava.synth.base import (
     output_line,
     register_task,
 )
-from allava.synth.prompts import ALLAVA_LAION_PROMPT, DETAILED_DESCRIPTION_INSTRUCTIONS
+from allava.synth.prompts import (
+    ALLAVA_LAION_PROMPT,
+    ALLAVA_LAION_SECTIONS,
+    ALLAVA_LAION_VERSION,
+    DETAILED_DESCRIPTION_INSTRUCTIONS,
+)
 from allava.synth.tasks.common import (
     SynthTask,
     call,
@@ -25,13 +30,12 @@ from allava.synth.tasks.common import (
     user,
 )
 
-SECTIONS = ("description", "candidate questions", "question", "answer")
 N_CANDIDATES = 5
 
 
 def parse(raw: str) -> dict[str, Any]:
     """The tagged sections of an A.1 answer; ParseError names the section that is missing or short."""
-    s = sections(raw, SECTIONS)
+    s = sections(raw, ALLAVA_LAION_SECTIONS)
     candidates = numbered_list(s["candidate questions"])
     if len(candidates) != N_CANDIDATES:
         raise ParseError(f"expected {N_CANDIDATES} candidate questions, got {len(candidates)}", raw)
@@ -52,7 +56,7 @@ def caption_turns(line: dict[str, Any], description: str) -> list[tuple[str, str
 @register_task
 class AllavaLaion(SynthTask):
     name = "allava-laion"
-    prompt_version = "allava-laion/1"
+    prompt_version = ALLAVA_LAION_VERSION
 
     def request(self, item: Item) -> Request:
         return Request([user(ALLAVA_LAION_PROMPT, image_of(self, item))], self.name, item)
