@@ -42,6 +42,36 @@ def allava_answer(request: dict[str, Any]) -> str:
                       "the position and colour of the objects.")
 
 
+def _user_text(request: dict[str, Any]) -> str:
+    msgs = [m for m in request.get("messages") or [] if m.get("role") == "user"]
+    content = msgs[-1].get("content") if msgs else ""
+    parts = [content] if isinstance(content, str) else [p.get("text", "") for p in content or []
+                                                          if isinstance(p, dict) and p.get("type") == "text"]
+    return "\n".join(str(p) for p in parts)
+
+
+def qc_answer(request: dict[str, Any]) -> str:
+    """Canned, deterministic replies to the `allava qc` prompts (judge, task tag, difficulty), for
+    dry runs of the teacher-backed QC ops: every answer "Correct.", the first listed task whose name
+    occurs in the instruction (else the last listed), difficulty 1 + words / 5 (at most 10)."""
+    text = _user_text(request)
+    if "Now judge:" in text:
+        return "Correct."
+    instruction = text.split("Instruction:", 1)[-1]
+    m = re.search(r"^Tasks: (.+)$", text, flags=re.MULTILINE)
+    if m:
+        tasks = [t.strip() for t in m.group(1).split(",")]
+        body = instruction.rsplit("Task:", 1)[0].lower()
+        return next((t for t in tasks if t.lower() in body), tasks[-1])
+    if "Difficulty" in text:
+        words = len(instruction.rsplit("Difficulty", 1)[0].split())
+        return f"Difficulty: {min(10, 1 + words // 5)}/10"
+    return allava_answer(request)
+
+
+RESPONDERS: dict[str, Responder] = {"allava": allava_answer, "qc": qc_answer}
+
+
 def _prompt_chars(messages: list[dict[str, Any]]) -> tuple[int, int]:
     chars = images = 0
     for m in messages:
@@ -266,12 +296,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     p.add_argument("--fault", action="append", default=[], help=f"KIND=FRACTION, KIND in {', '.join(FAULTS)}")
     p.add_argument("--retry-after", type=float, default=1.0)
+    p.add_argument("--responder", choices=sorted(RESPONDERS), default="allava",
+                   help="what it answers: an ALLaVA A.1 answer, or canned replies to the `allava qc` prompts")
     args = p.parse_args(argv)
     faults = {k: float(v) for k, _, v in (f.partition("=") for f in args.fault)}
     unknown = set(faults) - set(FAULTS)
     if unknown:
         p.error(f"unknown faults {sorted(unknown)}")
-    server = FakeOpenAI(FakeConfig(latency=args.latency, faults=faults, retry_after=args.retry_after))
+    server = FakeOpenAI(FakeConfig(latency=args.latency, faults=faults, retry_after=args.retry_after,
+                                   responder=RESPONDERS[args.responder]))
 
     async def run() -> None:
         port = await server.start(args.port)

@@ -5,8 +5,9 @@ picture simply has few edges (one small shape on a plain background). `sharpness
 Laplacian energy by the gradient energy: a step edge blurred by sigma keeps its gradient energy
 ~1/sigma but loses Laplacian energy ~1/sigma^3, so the ratio measures blur whatever the content
 (quickstart images: >= 0.033 sharp, <= 0.026 after a 1-pixel Gaussian blur). Exposure is the mean
-luma and contrast its standard deviation. A no-reference IQA model (MANIQA in the review) is the real
-backend the paper uses; these numbers are the cheap, dependency-free default.
+luma and contrast its standard deviation. These numbers are the cheap, dependency-free default;
+`iqa_model` adds the review's kind of judgement, a learned no-reference IQA model (MANIQA there;
+any transformers image classifier or regressor here, see `allava.quality.iqa`), as the `iqa` stat.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import Op, OpSettings, QCRecord, Stats, register_op
+from allava.quality.base import Op, OpSettings, QCRecord, Stats, no_cache, register_op
 from allava.quality.images import gray, laplacian, load_rgb, sobel_magnitude
 
 
 @dataclass
 class ImageReadabilitySettings(OpSettings):
     max_side: int = 512  # analyse at most this resolution (blur depends on scale, so it is in the cache key)
+    iqa_model: str | None = None  # hub id or local path of an IQA model (image classifier / regressor)
+    iqa_label: str | None = None  # its label meaning "good" (multi-label heads with non-numeric labels)
+    device: str = no_cache("cpu")
 
 
 @register_op("image_readability")
@@ -31,8 +35,15 @@ class ImageReadability(Op):
     VERSION = "2"
     needs_image = True
 
+    def __init__(self, settings: ImageReadabilitySettings | None = None):
+        super().__init__(settings)
+        self.iqa: Any = None  # loaded on the first batch with a readable image
+
     def compute(self, batch: list[QCRecord]) -> list[Stats]:
-        return [self._one(r) for r in batch]
+        out = [self._one(r) for r in batch]
+        if self.settings.iqa_model:
+            self._score([(s, r) for s, r in zip(out, batch) if s.get("decodable")])
+        return out
 
     def _one(self, r: QCRecord) -> Stats:
         if r.image_file is None:
@@ -53,9 +64,53 @@ class ImageReadability(Op):
                 "sharpness": float((lap ** 2).sum()) / energy if energy > 0 else 0.0,
                 "brightness": float(g.mean()), "contrast": float(g.std())}
 
+    def _score(self, todo: list[tuple[Stats, QCRecord]]) -> None:
+        """`iqa` for the readable images of a batch, in one forward pass (one by one after a failure,
+        so one image the processor rejects costs only its own score, reported as `iqa_error`)."""
+        if not todo:
+            return
+        from PIL import Image
+
+        from allava.quality.iqa import IQAModel
+
+        images, ok = [], []
+        for stats, r in todo:
+            try:
+                with Image.open(r.image_file) as im:
+                    images.append(im.convert("RGB"))
+                ok.append((stats, r))
+            except Exception as e:  # noqa: BLE001 - changed on disk since `_one` read it
+                stats["iqa_error"] = f"{type(e).__name__}: {e}"[:200]
+        todo = ok
+        if not todo:
+            return
+        if self.iqa is None:
+            s = self.settings
+            self.iqa = IQAModel(s.iqa_model, s.iqa_label, s.device)
+        try:
+            scores: list[float | None] = list(self.iqa.score(images))
+        except Exception:  # noqa: BLE001 - find the image that breaks the batch
+            scores = []
+            for (stats, _), image in zip(todo, images):
+                try:
+                    scores.append(self.iqa.score([image])[0])
+                except Exception as e:  # noqa: BLE001
+                    stats["iqa_error"] = f"{type(e).__name__}: {e}"[:200]
+                    scores.append(None)
+        for (stats, _), score in zip(todo, scores):
+            if score is not None:
+                stats["iqa"] = float(score)
+
     def indicators(self, stats: list[Stats]) -> dict[str, Any]:
         vals = [s["decodable"] for s in stats if "decodable" in s]
         if not vals:
             return {}
         blur = [s["blur"] for s in stats if "blur" in s]
-        return {"image_readability": float(np.mean(vals)), "mean_blur": float(np.mean(blur)) if blur else None}
+        out = {"image_readability": float(np.mean(vals)), "mean_blur": float(np.mean(blur)) if blur else None}
+        iqa = [s["iqa"] for s in stats if "iqa" in s]
+        if iqa:
+            out["mean_iqa"] = float(np.mean(iqa))
+        return out
+
+    def close(self) -> None:
+        self.iqa = None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from allava.scenes.abilities import QA, SHORT_ANSWER_PROMPT, ask, where
-from allava.scenes.graph import GRID, POSITIONS, Scene, plural, sample_scene
+from allava.scenes.graph import GRID, POSITIONS, Scene, SceneConfig, plural, sample_scene
 from allava.scenes.teacher import allava_laion, caption, detailed_answer, inventory
 from allava.synth.base import (
     Completion,
@@ -196,12 +196,108 @@ def write_stablellava(request: Request) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- QC requests (allava qc)
+# The judge, tagger and difficulty prompts of `allava.quality.ops` are read the way a model reads
+# them: the question / answer pairs after "Now judge:", the "Tasks:" list, the "Instruction:".
+
+ABILITY_STEPS = {"ocr": 1, "color": 2, "object": 2, "shape": 2, "position": 2, "count": 3, "size": 3,
+                 "abnormal": 4, "odd_one_out": 4, "relation": 4, "description": 3}
+REASONING = re.compile(r"\b(explain|justify|evidence|step by step|why|reason)", re.IGNORECASE)
+
+
+def _judged_scene(request: Request) -> tuple[Scene, bool]:
+    """`item_scene` and whether it is certain. With only a seed, the scene is re-sampled at the
+    image's own size (the sampler's position jitter scales with the size, so a world rendered at
+    128 px draws other scenes from the same seeds); without an image the size is a guess (96 px)."""
+    scene, f = item_scene(request), request.item.fields
+    path = request.item.image_file()
+    if isinstance(f.get("scene"), dict):
+        return scene, True
+    if path is None:
+        return scene, False
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            side = im.size[0]
+    except Exception:  # noqa: BLE001 - an unreadable image: the default size, uncertain
+        return scene, False
+    return (scene if side == scene.image_size else sample_scene(scene.seed, SceneConfig(image_size=side))), True
+
+
+def judge_pairs(prompt: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs after the prompt's last "Now judge:" (a question may hold a
+    "Question:" line of its own: a chunk without an answer is joined to the next one)."""
+    if "Now judge:" not in prompt:
+        return []
+    body = re.sub(r"\n?Verdict:\s*$", "", prompt.rsplit("Now judge:", 1)[1].strip())
+    pairs, pending = [], ""
+    for chunk in re.split(r"(?m)^Question: ?", body)[1:]:
+        question, sep, answer = chunk.partition("\nAnswer: ")
+        if not sep:
+            pending += chunk + "Question: "
+            continue
+        pairs.append(((pending + question).strip(), answer.strip()))
+        pending = ""
+    return pairs
+
+
+def write_judge(request: Request) -> str:
+    """"correct" when no claim of any answer contradicts the scene graph, else "incorrect"."""
+    from allava.scenes.verify import check_answer, check_text
+
+    scene, certain = _judged_scene(request)
+    pairs = judge_pairs(_last_user(request))
+    if not pairs:
+        raise SynthError("the scene teacher found no 'Question:'/'Answer:' pairs after 'Now judge:'")
+    if not certain and check_text(scene, pairs[0][0]):  # text-only records describe their scene: compare
+        raise SynthError("the seed does not give the scene the question describes (rendered at another size?)")
+    return "incorrect" if any(check_answer(scene, q, a) for q, a in pairs) else "correct"
+
+
+def _instruction(prompt: str, end: str) -> str:
+    return prompt.split("Instruction:", 1)[-1].rsplit(end, 1)[0].strip()
+
+
+def _ability(request: Request, instruction: str) -> str | None:
+    """The scene ability the instruction asks about ("description" for a description request)."""
+    from allava.scenes.verify import lookup
+    from allava.synth.prompts import BRIEF_DESCRIPTION_INSTRUCTIONS, DETAILED_DESCRIPTION_INSTRUCTIONS
+
+    if instruction.replace("<image>", "").strip() in BRIEF_DESCRIPTION_INSTRUCTIONS + DETAILED_DESCRIPTION_INSTRUCTIONS:
+        return "description"
+    hit = lookup(_judged_scene(request)[0], instruction)
+    abilities = sorted({ability for ability, _ in hit}) if hit else []
+    return abilities[0] if len(abilities) == 1 else None
+
+
+def write_tag(request: Request) -> str:
+    """The ability of the question the instruction asks, when the prompt lists it; else "other"."""
+    prompt = _last_user(request)
+    m = re.search(r"^Tasks: (.+)$", prompt, flags=re.MULTILINE)
+    tasks = [t.strip() for t in m.group(1).split(",")] if m else []
+    ability = _ability(request, _instruction(prompt, "\n\nTask:"))
+    return ability if ability in tasks else "other"
+
+
+def write_difficulty(request: Request) -> str:
+    """A rule, not a guess: the scene-graph look-ups the question needs, +2 when it asks for the reasoning."""
+    instruction = _instruction(_last_user(request), "\n\nDifficulty")
+    ability = _ability(request, instruction)
+    if ability is None:
+        raise SynthError("the scene teacher rates only instructions that ask a scene question")
+    return str(min(10, ABILITY_STEPS.get(ability, 3) + 2 * bool(REASONING.search(instruction))))
+
+
 WRITERS: dict[str, Callable[[Request], str]] = {
     "allava-laion": write_laion,
     "allava-vflan": write_vflan,
     "text-regen": write_text,
     "llava-symbolic": write_symbolic,
     "stablellava": write_stablellava,
+    "qc-judge": write_judge,
+    "qc-tag": write_tag,
+    "qc-difficulty": write_difficulty,
 }
 
 
