@@ -34,3 +34,16 @@ def test_quickstart_runs_every_phase_and_writes_the_report(tmp_path):
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already done") >= 8
+
+    # The noise study reuses everything above: inject, QC, stage 2 on the noisy and on the QC'd data.
+    noisy = subprocess.run(cmd + ["--inject-noise", "0.2", "--qc"], capture_output=True, text=True, timeout=600)
+    assert noisy.returncode == 0, noisy.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert {"noisy/stage2", "qc/stage2"} <= set(report["evals"])
+    qc = report["phases"]["noise-qc"]
+    assert qc["injected"] == report["phases"]["noise-inject"]["injected"] > 0
+    assert qc["injected_removed"] >= 0.9, qc  # what the cheap ops and the scene judge catch even at toy size
+    assert report["wall_s_noise_study"] > 0 and report["targets"]["wall_time"]["value"] < report["wall_s_total"]
+    assert "## Noise and quality control" in (out / "report.md").read_text()
+    bad = subprocess.run(cmd + ["--qc"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--inject-noise" in bad.stderr and "Traceback" not in bad.stderr

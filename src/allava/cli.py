@@ -98,12 +98,17 @@ def _quickstart(p: argparse.ArgumentParser):
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.n_train_images=500")
     p.add_argument("--skip-stage1", action="store_true", help="stage 2 alone (the ALLaVA Table 6 ablation)")
     p.add_argument("--no-ablation", action="store_true", help="do not also train the stage-2-only model")
+    p.add_argument("--inject-noise", type=float, default=0.0, metavar="RATE",
+                   help="also replace RATE of the stage-2 records by bad ones and train stage 2 on them")
+    p.add_argument("--qc", action="store_true", help="with --inject-noise: QC the noisy data, train on what it keeps")
+    p.add_argument("--qc-config", help="QC YAML for --qc (default: configs/qc/default.yaml)")
 
     def run(args) -> int:
         from allava.quickstart import load_quickstart_config, run_quickstart
 
         cfg = load_quickstart_config(args.config, args.overrides)
-        run_quickstart(args.out, cfg, skip_stage1=args.skip_stage1, ablation=not args.no_ablation)
+        run_quickstart(args.out, cfg, skip_stage1=args.skip_stage1, ablation=not args.no_ablation,
+                       inject_noise=args.inject_noise, qc=args.qc, qc_config=args.qc_config)
         print((Path(args.out) / "report.md").read_text())
         print(f"report: {Path(args.out) / 'report.md'} (machine-readable: report.json)")
         return 0

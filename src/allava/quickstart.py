@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from allava.config import from_dict, load_yaml
+from allava.config import ConfigError, from_dict, load_yaml
 from allava.data.dataset import DataSource
 from allava.model.build import ModelSpec
 from allava.model.presets import PRESETS
+from allava.noise_study import is_noise_phase, run_noise_study
 from allava.scenes.world import WorldConfig, build_world, read_jsonl
 from allava.train.clip import CLIPTrainConfig, train_clip
 from allava.train.pretrain_lm import LMPretrainConfig, pretrain_lm
@@ -127,8 +128,17 @@ def peak_rss_mb() -> float:
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def run_quickstart(out: str | Path, cfg: QuickstartConfig, skip_stage1: bool = False, ablation: bool = True) -> dict:
+def run_quickstart(out: str | Path, cfg: QuickstartConfig, skip_stage1: bool = False, ablation: bool = True,
+                   inject_noise: float = 0.0, qc: bool = False, qc_config: str | Path | None = None) -> dict:
+    """The whole recipe; with `inject_noise` > 0 also the noise study (`allava.noise_study`), with `qc` its QC arm."""
     from allava.report import write_quickstart_report
+
+    if qc and not inject_noise:
+        raise ConfigError("--qc needs --inject-noise RATE (QC is measured against the injected records)")
+    if not 0 <= inject_noise < 1:
+        raise ConfigError(f"--inject-noise is a share of records in [0, 1), got {inject_noise}")
+    if inject_noise and skip_stage1:
+        raise ConfigError("--inject-noise trains stage 2 from the stage-1 model: drop --skip-stage1")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,11 +160,15 @@ def run_quickstart(out: str | Path, cfg: QuickstartConfig, skip_stage1: bool = F
         if run_name == "full" and "stage2" in trained["stages"]:  # the same model, the scene given as text
             evals[TEXT_BOUND] = phases.run(f"eval-{TEXT_BOUND}", _eval_phase, out, cfg, trained["stages"]["stage2"]["model_dir"],
                                     "full-stage2-scene-as-text", True)
+    if inject_noise:
+        stage1_dir = phases.done["train-full"]["stages"]["stage1"]["model_dir"]
+        evals.update(run_noise_study(out, cfg, phases, inject_noise, qc, qc_config, stage1_dir, _eval_phase))
     report = {
         "config": asdict(cfg),
         "phases": phases.done,
         "evals": evals,
         "wall_s_total": sum(p["wall_s"] for p in phases.done.values()),
+        "wall_s_noise_study": sum(p["wall_s"] for k, p in phases.done.items() if is_noise_phase(k)),
         "wall_s_this_run": time.perf_counter() - t0,
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),

@@ -39,8 +39,8 @@ def plot_losses(report: dict, path: Path) -> None:
 
 def targets(report: dict) -> dict[str, dict]:
     final = report["evals"].get("full/stage2") or report["evals"].get("stage2-only/stage2")
-    out = {"wall_time": {"value": report["wall_s_total"], "target": f"<= {TARGET_WALL_S} s",
-                         "met": report["wall_s_total"] <= TARGET_WALL_S}}
+    wall = report["wall_s_total"] - report.get("wall_s_noise_study", 0.0)  # the target is the default run's
+    out = {"wall_time": {"value": wall, "target": f"<= {TARGET_WALL_S} s", "met": wall <= TARGET_WALL_S}}
     if final:
         out["overall_accuracy"] = {"value": final["overall"], "target": f">= {TARGET_ACCURACY}",
                                    "met": final["overall"] >= TARGET_ACCURACY}
@@ -64,6 +64,31 @@ def _ability_table(evals: dict) -> list[str]:
     return lines
 
 
+def _noise_section(report: dict) -> list[str]:
+    """The review's Table 2 shape: clean vs noisy vs QC'd training data, and what QC caught."""
+    phases, evals = report["phases"], report["evals"]
+    if "noise-inject" not in phases:
+        return []
+    inj = phases["noise-inject"]
+    lines = ["", "## Noise and quality control", "",
+             f"{inj['injected']} of {inj['records']} stage-2 records ({inj['rate']:.0%}) replaced by bad ones: "
+             + ", ".join(f"{k} {v}" for k, v in sorted(inj["per_kind"].items())) + "."]
+    qc = phases.get("noise-qc")
+    if qc:
+        lines += ["", f"QC kept {qc['kept']} and removed {qc['removed']} records in {qc['qc_seconds']:.0f} s: "
+                  f"**{qc['injected_removed']:.1%} of the injected** (target >= 90%) and "
+                  f"**{qc['clean_removed']:.1%} of the clean** (target <= 5%) were removed.", "",
+                  "| injected kind | removed |", "|---|---|"]
+        lines += [f"| {k} | {v:.1%} |" for k, v in qc["per_kind"].items()]
+    cols = [c for c in ("full/stage2", "noisy/stage2", "qc/stage2") if c in evals]
+    lines += ["", "Held-out accuracy after stage 2 on the clean, the noisy and the QC'd data "
+              "(all from the same stage-1 model):", "",
+              "| stage-2 data | overall |", "|---|---|"]
+    names = {"full/stage2": "clean", "noisy/stage2": "noisy", "qc/stage2": "noisy, then QC"}
+    lines += [f"| {names[c]} | {evals[c]['overall']:.1%} |" for c in cols]
+    return lines
+
+
 def write_quickstart_report(out: Path, report: dict) -> None:
     report["targets"] = targets(report)
     plot_losses(report, out / "loss_curves.png")
@@ -82,6 +107,7 @@ def write_quickstart_report(out: Path, report: dict) -> None:
               "`full/stage2, scene as text` = the same final model given the scene's description instead of the "
               "image (a text-only upper bound: what the LM can answer with perfect perception).", ""]
     lines += _ability_table(report["evals"])
+    lines += _noise_section(report)
     lines += ["", "## Phases", "", "| phase | wall (s) | peak RSS so far (MiB) | notes |", "|---|---|---|---|"]
     for name, p in phases.items():
         notes = ""
