@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 TARGET_ACCURACY = 0.85
@@ -83,9 +84,12 @@ def _noise_section(report: dict) -> list[str]:
     cols = [c for c in ("full/stage2", "noisy/stage2", "qc/stage2") if c in evals]
     lines += ["", "Held-out accuracy after stage 2 on the clean, the noisy and the QC'd data "
               "(all from the same stage-1 model):", "",
-              "| stage-2 data | overall |", "|---|---|"]
+              "| stage-2 data | overall | 95% interval (binomial) |", "|---|---|---|"]
     names = {"full/stage2": "clean", "noisy/stage2": "noisy", "qc/stage2": "noisy, then QC"}
-    lines += [f"| {names[c]} | {evals[c]['overall']:.1%} |" for c in cols]
+    for c in cols:
+        p, n = evals[c]["overall"], evals[c]["n"]
+        half = 1.96 * math.sqrt(p * (1 - p) / max(1, n))
+        lines.append(f"| {names[c]} | {p:.1%} | {max(0.0, p - half):.1%} - {min(1.0, p + half):.1%} |")
     return lines
 
 

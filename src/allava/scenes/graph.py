@@ -1,8 +1,8 @@
 """Scene graphs: the ground truth every image, caption and answer is derived from.
 
 A scene is a 3x3 grid of cells holding simple shapes, everyday objects or a printed word.
-At 96 px each cell is 32 px, i.e. exactly 2x2 patches of a 16 px ViT, so a tiny vision
-encoder can localise, colour and name every object. The teacher reads the graph (never
+At 96 px each cell is 32 px, exactly one patch of the quickstart's tiny ViT (patch 32), so a tiny
+vision encoder can localise, colour and name every object. The teacher reads the graph (never
 the pixels), which stands in for GPT-4V reading an image in the ALLaVA pipeline.
 """
 from __future__ import annotations
