@@ -25,7 +25,8 @@ def test_quickstart_runs_every_phase_and_writes_the_report(tmp_path):
     for ev in report["evals"].values():
         assert len(ev["abilities"]) >= 8
         assert all(0 < a["chance"] < 0.5 for a in ev["abilities"].values())
-    assert {"world", "tokenizer", "stage0-lm", "stage0-clip", "train-full", "train-stage2-only"} <= set(report["phases"])
+    phases = {"world", "tokenizer", "stage0-lm", "stage0-clip", "train-full", "train-stage2-only"}
+    assert phases <= set(report["phases"])
     full = report["phases"]["train-full"]["stages"]
     assert full["stage1"]["tokens_per_s"] > 0 and full["stage2"]["steps"] > 0
     assert report["peak_rss_mb"] > 0 and {"overall_accuracy", "wall_time"} <= set(report["targets"])

@@ -30,12 +30,14 @@ def _run_folder(run: Path) -> list[dict]:
     for i in range(3):
         scene = sample_scene(100 + i)
         render(scene).save(run / "images" / f"s{i}.png")
-        item = Item(f"s{i}", f"images/s{i}.png", run, {"scene": scene.to_dict(), "question": "How many objects?",
+        item = Item(f"s{i}", f"images/s{i}.png", run, {"scene": scene.to_dict(), "seed": 100 + i,
+                                                        "question": "How many objects?",
                                                         "caption": "a small picture"})
         for name in ("allava-laion", "allava-vflan", "llava-symbolic", "caption-expand"):
             lines.append(asyncio.run(tasks[name].run(Item(f"{name}/{item.id}", item.image, run, item.fields), teacher)))
         rec = text_record(f"t{i}", sample_scene(200 + i), random.Random(i))
-        lines.append(asyncio.run(tasks["text-regen"].run(Item(f"t{i}", fields={k: rec[k] for k in ("conversations", "meta")}), teacher)))
+        text_item = Item(f"t{i}", fields={k: rec[k] for k in ("conversations", "meta")})
+        lines.append(asyncio.run(tasks["text-regen"].run(text_item, teacher)))
         lines.append(asyncio.run(tasks["stablellava"].run(Item(f"ab{i}", fields={"ability": "color"}), teacher)))
     with open(run / "records.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(line) + "\n" for line in lines)
@@ -73,6 +75,8 @@ def test_meta_keeps_provenance_lossless(run_dir):
     sym = [r for r in inst if r["meta"]["task"] == "llava-symbolic"]
     raws = {raw for line in lines if line["task"] == "llava-symbolic" for raw in line["raw"]}
     assert sym and {r["meta"]["raw"] for r in sym} <= raws
+    # a procedural image's seed travels along, so the offline scene judge can rebuild its scene graph
+    assert laion["meta"]["seed"] == src["input"]["seed"] and "seed" not in by_id["ab0"].get("input", {})
 
 
 def test_export_to_other_folder_skips_duplicates_and_torn_lines(run_dir, tmp_path):

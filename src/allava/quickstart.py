@@ -158,8 +158,9 @@ def run_quickstart(out: str | Path, cfg: QuickstartConfig, skip_stage1: bool = F
             key = f"{run_name}/{stage}"
             evals[key] = phases.run(f"eval-{key}", _eval_phase, out, cfg, info["model_dir"], key.replace("/", "-"))
         if run_name == "full" and "stage2" in trained["stages"]:  # the same model, the scene given as text
-            evals[TEXT_BOUND] = phases.run(f"eval-{TEXT_BOUND}", _eval_phase, out, cfg, trained["stages"]["stage2"]["model_dir"],
-                                    "full-stage2-scene-as-text", True)
+            final = trained["stages"]["stage2"]["model_dir"]
+            evals[TEXT_BOUND] = phases.run(f"eval-{TEXT_BOUND}", _eval_phase, out, cfg, final,
+                                           "full-stage2-scene-as-text", True)
     if inject_noise:
         stage1_dir = phases.done["train-full"]["stages"]["stage1"]["model_dir"]
         evals.update(run_noise_study(out, cfg, phases, inject_noise, qc, qc_config, stage1_dir, _eval_phase))

@@ -116,7 +116,8 @@ def write_quickstart_report(out: Path, report: dict) -> None:
     for name, p in phases.items():
         notes = ""
         if "stages" in p:
-            notes = "; ".join(f"{s}: {i['steps']} steps, {i['tokens_per_s']:.0f} tokens/s, trained {sorted(i['trainable'])}"
+            notes = "; ".join(f"{s}: {i['steps']} steps, {i['tokens_per_s']:.0f} tokens/s, "
+                              f"trained {sorted(i['trainable'])}"
                               for s, i in p["stages"].items())
         elif "tokens_per_s" in p:
             notes = f"{p['tokens_per_s']:.0f} tokens/s, final loss {p.get('final_loss', float('nan')):.3f}"

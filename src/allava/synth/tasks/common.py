@@ -98,10 +98,13 @@ def pick(options: Sequence[str], key: str) -> str:
 
 
 def meta(line: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """Provenance carried into every exported record; `raw` is the teacher text, unchanged."""
+    """Provenance carried into every exported record; `raw` is the teacher text, unchanged. A procedural
+    image's seed comes along, so the offline scene judge (`allava qc`, `llm_judge` teacher: scene) can
+    rebuild its scene graph."""
+    seed = (line.get("input") or {}).get("seed")
     return {"source_id": line["id"], "task": line["task"], "teacher": line.get("teacher"),
             "prompt_version": line["prompt_version"], "raw": line.get("raw"), "usage": line.get("usage"),
-            "cost_usd": line.get("cost_usd"), **extra}
+            "cost_usd": line.get("cost_usd"), **({"seed": seed} if isinstance(seed, int) else {}), **extra}
 
 
 def record(line: dict[str, Any], suffix: str, turns: Sequence[tuple[str, str]], image: bool = True,
@@ -121,7 +124,8 @@ def record(line: dict[str, Any], suffix: str, turns: Sequence[tuple[str, str]], 
     return rec
 
 
-_TURN = re.compile(r"^\s*\**\s*(question|answer|response|user|gpt|assistant|human)\s*\**\s*:\s*\**", re.IGNORECASE | re.MULTILINE)
+_TURN = re.compile(r"^\s*\**\s*(question|answer|response|user|gpt|assistant|human)\s*\**\s*:\s*\**",
+                   re.IGNORECASE | re.MULTILINE)
 _ASK = {"question", "user", "human"}
 
 
