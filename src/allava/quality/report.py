@@ -26,6 +26,7 @@ INDICATORS: list[tuple[str, str, str]] = [
     ("response_diversity", "Response diversity (log number of clusters)", "higher"),
     ("visual_diversity", "Visual diversity (image clusters)", "higher"),
     ("instruction_complexity", "Instruction complexity (semantic elements)", "higher"),
+    ("instruction_difficulty", "Instruction complexity (LLM difficulty, 1-10)", "higher"),
     ("visual_complexity", "Visual complexity (mean entropy, bits)", "higher"),
     ("edge_density", "Visual complexity (mean edge density)", "higher"),
     ("balance_variance", "Balance (variance of task counts)", "lower"),
