@@ -99,8 +99,10 @@ def write_quickstart_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     phases = report["phases"]
     lines = ["# allava quickstart report", "",
-             f"Total wall time {report['wall_s_total'] / 60:.1f} min on {report['threads']} CPU threads; "
-             f"peak RSS {report['peak_rss_mb']:.0f} MiB.", "", "## Targets", "",
+             f"Total wall time {report['wall_s_total'] / 60:.1f} min on {report['threads']} CPU threads"
+             + (f" ({report['wall_s_noise_study'] / 60:.1f} min of it the noise study)"
+                if report.get("wall_s_noise_study") else "")
+             + f"; peak RSS {report['peak_rss_mb']:.0f} MiB.", "", "## Targets", "",
              "| target | measured | wanted | met |", "|---|---|---|---|"]
     for name, t in report["targets"].items():
         value = f"{t['value']:.3f}" if isinstance(t["value"], float) else t["value"]
