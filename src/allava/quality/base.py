@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +51,33 @@ class QCRecord:
 
     def text(self) -> str:
         return "\n".join(str(t.get("value", "")).replace("<image>", "").strip() for t in self.conversations)
+
+
+def per_image(batch: list[QCRecord], fn: Callable[[QCRecord], Any]) -> list[Any]:
+    """`fn(record)` per record, None where it has no image or `fn` fails on it: unreadable images
+    are image_readability's business, a dataset op just leaves them out."""
+    out: list[Any] = []
+    for r in batch:
+        if r.image_file is None:
+            out.append(None)
+            continue
+        try:
+            out.append(fn(r))
+        except Exception:  # noqa: BLE001 - see above
+            out.append(None)
+    return out
+
+
+def by_image_file(features: list[Any], key: str) -> tuple[dict[str, int], list[Any]]:
+    """({file: index}, [feature[key] per distinct file]) over `{"file": ..., key: ...}` features,
+    first one per file: records that share an image count it once."""
+    files: dict[str, int] = {}
+    values: list[Any] = []
+    for f in features:
+        if f is not None and f["file"] not in files:
+            files[f["file"]] = len(values)
+            values.append(f[key])
+    return files, values
 
 
 def no_cache(default: Any = None, **kw: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, no_cache, register_op
+from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, by_image_file, no_cache, register_op
 from allava.quality.ops.clip_match import ClipScored, embed_chunks
 
 
@@ -50,12 +50,7 @@ class ClipRank(ClipScored, DatasetOp):
         return out
 
     def finalize(self, features: list[Any]) -> list[Stats]:
-        files: dict[str, int] = {}
-        imgs = []
-        for f in features:
-            if f is not None and f["file"] not in files:
-                files[f["file"]] = len(imgs)
-                imgs.append(f["img"])
+        files, imgs = by_image_file(features, "img")
         m = len(imgs)
         out: list[Stats] = [{} for _ in features]
         if m < 2:

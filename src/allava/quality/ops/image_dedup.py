@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, register_op
+from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, per_image, register_op
 from allava.quality.images import resize_gray
 
 BANDS = 8
@@ -70,16 +70,7 @@ class ImageDedup(DatasetOp):
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
         fn = {"phash": phash, "dhash": dhash}[self.settings.hash]
-        out: list[Any] = []
-        for r in batch:
-            if r.image_file is None:
-                out.append(None)
-                continue
-            try:
-                out.append({"file": str(r.image_file), "hash": f"{fn(r.image_file):016x}"})
-            except Exception:  # noqa: BLE001 - unreadable images are image_readability's business
-                out.append(None)
-        return out
+        return per_image(batch, lambda r: {"file": str(r.image_file), "hash": f"{fn(r.image_file):016x}"})
 
     def finalize(self, features: list[Any]) -> list[Stats]:
         hashes: list[int] = []

@@ -10,7 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, no_cache, register_op
+from allava.quality.base import (
+    DatasetOp,
+    OpSettings,
+    QCRecord,
+    Stats,
+    by_image_file,
+    no_cache,
+    per_image,
+    register_op,
+)
 from allava.quality.clusters import cluster_count, dbscan_labels
 
 
@@ -43,32 +52,19 @@ class VisualDiversity(DatasetOp):
         self._clip = None
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
-        out: list[Any] = []
-        for r in batch:
-            if r.image_file is None:
-                out.append(None)
-                continue
-            try:
-                if self.settings.model is None:
-                    vec = thumbnail_vector(r.image_file)
-                else:
-                    if self._clip is None:
-                        from allava.quality.ops.clip_match import HFClip
+        return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)})
 
-                        self._clip = HFClip(self.settings.model, self.settings.device)
-                    vec = self._clip.encode_images([r.image_file])[0].round(4).tolist()
-                out.append({"file": str(r.image_file), "vec": vec})
-            except Exception:  # noqa: BLE001 - unreadable images are image_readability's business
-                out.append(None)
-        return out
+    def _vector(self, r: QCRecord) -> list[float]:
+        if self.settings.model is None:
+            return thumbnail_vector(r.image_file)
+        if self._clip is None:
+            from allava.quality.ops.clip_match import HFClip
+
+            self._clip = HFClip(self.settings.model, self.settings.device)
+        return self._clip.encode_images([r.image_file])[0].round(4).tolist()
 
     def finalize(self, features: list[Any]) -> list[Stats]:
-        files: dict[str, int] = {}
-        vecs = []
-        for f in features:
-            if f is not None and f["file"] not in files:
-                files[f["file"]] = len(vecs)
-                vecs.append(f["vec"])
+        files, vecs = by_image_file(features, "vec")
         if not vecs:
             return [{} for _ in features]
         s = self.settings
