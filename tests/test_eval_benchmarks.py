@@ -218,6 +218,26 @@ def test_mmmu_json_export(tmp_path):
     assert m["accuracy"] == 100.0 and m["per_subject"] == {"Art": 100.0, "Math": 100.0}
 
 
+def test_mmmu_released_parquet(tmp_path):
+    """The released layout: <Subject>/validation-*.parquet with the image as {"bytes", "path"}."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(buf, format="PNG")
+    (tmp_path / "Art").mkdir()
+    rows = [{"id": "validation_Art_1", "question": "<image 1> Which colour?", "options": "['red', 'blue']",
+             "answer": "B", "question_type": "multiple-choice", "image_1": {"bytes": buf.getvalue(), "path": "a.png"}}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "Art" / "validation-00000-of-00001.parquet")
+    samples = get_benchmark("mmmu").load(tmp_path)
+    assert [s.question_id for s in samples] == ["validation_Art_1"]
+    assert samples[0].image == buf.getvalue()
+    assert get_benchmark("mmmu").score(samples, {"validation_Art_1": "B"})["accuracy"] == 100.0
+
+
 def test_emt_cifar10_python_batch(tmp_path):
     import numpy as np
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import test_qc_helpers as h
 from PIL import Image
 
@@ -84,3 +85,11 @@ def test_visual_complexity_and_diversity(tmp_path):
     red = {stats[k]["cluster"] for k in range(0, 12, 2)}
     assert len(red) == 1 and red != {-1}
     assert op.indicators(stats)["visual_diversity"] >= 2
+
+
+def test_visual_diversity_with_a_missing_clip_fails_loudly(tmp_path):
+    """A wrong model path is a user mistake to report, not a dataset of images without vectors."""
+    h.scene_image(tmp_path / "a.png", seed=1)
+    op = VisualDiversity(VisualDiversity.Settings(model=str(tmp_path / "no-such-clip")))
+    with pytest.raises(OSError, match="model folder .* not found"):
+        op.features([rec(tmp_path / "a.png")])

@@ -45,6 +45,10 @@ def test_quickstart_runs_every_phase_and_writes_the_report(tmp_path):
     assert qc["injected"] == report["phases"]["noise-inject"]["injected"] > 0
     assert qc["injected_removed"] >= 0.9, qc  # what the cheap ops and the scene judge catch even at toy size
     assert report["wall_s_noise_study"] > 0 and report["targets"]["wall_time"]["value"] < report["wall_s_total"]
-    assert "## Noise and quality control" in (out / "report.md").read_text()
+    assert set(report["comparisons"]) == {"full/stage2 vs stage2-only/stage2", "full/stage2 vs noisy/stage2",
+                                          "qc/stage2 vs noisy/stage2"}
+    assert all(0 <= c["p_value"] <= 1 for c in report["comparisons"].values())
+    text = (out / "report.md").read_text()
+    assert "## Noise and quality control" in text and "McNemar" in text
     bad = subprocess.run(cmd + ["--qc"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--inject-noise" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,6 +8,12 @@ from pathlib import Path
 TARGET_ACCURACY = 0.85
 TARGET_CHANCE_MULTIPLE = 2.0
 TARGET_WALL_S = 15 * 60
+# (model A, model B, what the comparison shows): tested on the questions both answered
+COMPARISONS = (
+    ("full/stage2", "stage2-only/stage2", "stage 1 + 2 vs stage 2 alone (Table 6)"),
+    ("full/stage2", "noisy/stage2", "clean vs noisy stage-2 data"),
+    ("qc/stage2", "noisy/stage2", "QC'd vs noisy stage-2 data"),
+)
 
 
 def plot_losses(report: dict, path: Path) -> None:
@@ -65,6 +71,29 @@ def _ability_table(evals: dict) -> list[str]:
     return lines
 
 
+def paired_comparisons(evals: dict) -> dict[str, dict]:
+    """Exact McNemar tests for the COMPARISONS whose two evaluations both kept their correct ids."""
+    from allava.evaluate.paired import paired_compare
+
+    out = {}
+    for a, b, label in COMPARISONS:
+        ea, eb = evals.get(a, {}), evals.get(b, {})
+        if "correct_ids" in ea and "correct_ids" in eb and ea["n"] == eb["n"]:
+            res = paired_compare(set(ea["correct_ids"]), set(eb["correct_ids"]), ea["n"])
+            out[f"{a} vs {b}"] = {"label": label, "a": a, "b": b, **res.to_dict()}
+    return out
+
+
+def _comparison_lines(comparisons: dict, keys: tuple[str, ...]) -> list[str]:
+    rows = [c for c in comparisons.values() if c["a"] in keys and c["b"] in keys]
+    if not rows:
+        return []
+    lines = ["", "Paired on the same questions (exact McNemar test on the questions only one model got right):", "",
+             "| comparison | only the first right | only the second right | p (two-sided) |", "|---|---|---|---|"]
+    lines += [f"| {c['label']} | {c['only_a']} | {c['only_b']} | {c['p_value']:.3g} |" for c in rows]
+    return lines
+
+
 def _noise_section(report: dict) -> list[str]:
     """The review's Table 2 shape: clean vs noisy vs QC'd training data, and what QC caught."""
     phases, evals = report["phases"], report["evals"]
@@ -90,11 +119,13 @@ def _noise_section(report: dict) -> list[str]:
         p, n = evals[c]["overall"], evals[c]["n"]
         half = 1.96 * math.sqrt(p * (1 - p) / max(1, n))
         lines.append(f"| {names[c]} | {p:.1%} | {max(0.0, p - half):.1%} - {min(1.0, p + half):.1%} |")
-    return lines
+    return lines + _comparison_lines(report["comparisons"], tuple(cols))
 
 
 def write_quickstart_report(out: Path, report: dict) -> None:
     report["targets"] = targets(report)
+    report["comparisons"] = paired_comparisons(report["evals"])
+    report["evals"] = {k: {f: v for f, v in e.items() if f != "correct_ids"} for k, e in report["evals"].items()}
     plot_losses(report, out / "loss_curves.png")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     phases = report["phases"]
@@ -113,6 +144,7 @@ def write_quickstart_report(out: Path, report: dict) -> None:
               "`full/stage2, scene as text` = the same final model given the scene's description instead of the "
               "image (a text-only upper bound: what the LM can answer with perfect perception).", ""]
     lines += _ability_table(report["evals"])
+    lines += _comparison_lines(report["comparisons"], ("full/stage2", "stage2-only/stage2"))
     lines += _noise_section(report)
     lines += ["", "## Phases", "", "| phase | wall (s) | peak RSS so far (MiB) | notes |", "|---|---|---|---|"]
     for name, p in phases.items():

@@ -57,11 +57,12 @@ def evaluate_bench(model_dir: str | Path, bench_dir: str | Path, batch_size: int
         answers.update(zip((s.question_id for s in chunk), answerer.answer(questions, max_new_tokens=8)))
         bar.update(len(chunk))
     bar.close()
+    scores = bench.score(samples, answers)
+    correct = {s.question_id for s in samples if normalize(answers[s.question_id]) == normalize(s.target)}
     if predictions_path:
         rows = [{"question_id": s.question_id, "prompt": s.prompt.removesuffix(f"\n{SHORT_ANSWER}"),
                  "text": answers[s.question_id], "answer": s.target, "ability": s.meta["ability"],
-                 "correct": normalize(answers[s.question_id]) == normalize(s.target)} for s in samples]
+                 "correct": s.question_id in correct} for s in samples]
         Path(predictions_path).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    scores = bench.score(samples, answers)
     return {"overall": scores["overall"], "n": scores["n"], "abilities": scores["abilities"],
-            "metric": scores["convention"]}
+            "metric": scores["convention"], "correct_ids": sorted(correct)}

@@ -42,7 +42,7 @@ def _read_rows(path: Path, bench: str) -> list[dict[str, Any]]:
             try:
                 import pyarrow.parquet as pq
             except ImportError:
-                raise BenchmarkError(f"{bench}: reading {f.name} needs pyarrow (pip install pyarrow), "
+                raise BenchmarkError(f"{bench}: reading {f.name} needs pyarrow (pip install 'allava[eval]'), "
                                      "or pass a JSON/JSONL export of the same columns") from None
             batch = pq.read_table(f).to_pylist()
         else:

@@ -52,15 +52,15 @@ class VisualDiversity(DatasetOp):
         self._clip = None
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
-        return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)})
-
-    def _vector(self, r: QCRecord) -> list[float]:
-        if self.settings.model is None:
-            return thumbnail_vector(r.image_file)
-        if self._clip is None:
+        if self.settings.model is not None and self._clip is None:  # outside the per-image try: a bad path fails loudly
             from allava.quality.ops.clip_match import HFClip
 
             self._clip = HFClip(self.settings.model, self.settings.device)
+        return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)})
+
+    def _vector(self, r: QCRecord) -> list[float]:
+        if self._clip is None:
+            return thumbnail_vector(r.image_file)
         return self._clip.encode_images([r.image_file])[0].round(4).tolist()
 
     def finalize(self, features: list[Any]) -> list[Stats]:
