@@ -8,6 +8,7 @@ resumable phase of the quickstart, and its figures go into the same report.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,10 +35,7 @@ def _inject_phase(out: Path, cfg: QuickstartConfig, rate: float) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / NOISY_FILE).write_text("".join(json.dumps(r) + "\n" for r in noisy))
     (folder / "injected.json").write_text(json.dumps(injected, indent=1))
-    kinds: dict[str, int] = {}
-    for kind in injected.values():
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return {"rate": rate, "records": len(noisy), "injected": len(injected), "per_kind": kinds}
+    return {"rate": rate, "records": len(noisy), "injected": len(injected), "per_kind": dict(Counter(injected.values()))}
 
 
 VARIANTS = ("noisy", "qc")
@@ -75,7 +73,7 @@ def _qc_phase(out: Path, qc_config: str | Path) -> dict:
 
 def _stage2_phase(out: Path, cfg: QuickstartConfig, run_name: str, data_file: Path, stage1_dir: str) -> dict:
     """Stage 2 from the clean run's stage-1 model, with the noisy (or QC'd) file as its VQA source."""
-    from allava.quickstart import _recipe
+    from allava.quickstart import _recipe, stage_summary
     from allava.train.stages import run_stage
 
     recipe = _recipe(out, cfg, run_name, skip_stage1=False)
@@ -83,9 +81,7 @@ def _stage2_phase(out: Path, cfg: QuickstartConfig, run_name: str, data_file: Pa
     data = [DataSource(str(data_file), d.image_folder, d.repeat) if Path(d.path).name == NOISY_FILE else d
             for d in stage.data]
     r = run_stage("stage2", replace(stage, data=data), stage1_dir, out / run_name / "stage2", recipe.model)
-    return {"stages": {"stage2": {"model_dir": r.model_dir, "steps": r.steps, "wall_s": r.wall_s,
-                                  "tokens_per_s": r.tokens_per_s, "losses": r.losses, "trainable": r.trainable,
-                                  "data": r.data}}}
+    return {"stages": {"stage2": stage_summary(r)}}
 
 
 def run_noise_study(out: Path, cfg: QuickstartConfig, phases: Phases, rate: float, qc: bool,

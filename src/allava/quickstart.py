@@ -24,7 +24,7 @@ from allava.noise_study import is_noise_phase, run_noise_study
 from allava.scenes.world import WorldConfig, build_world, read_jsonl
 from allava.train.clip import CLIPTrainConfig, train_clip
 from allava.train.pretrain_lm import LMPretrainConfig, pretrain_lm
-from allava.train.stages import StageConfig, TrainRecipe, run_recipe
+from allava.train.stages import StageConfig, StageResult, TrainRecipe, run_recipe
 from allava.train.tokenizer import train_tokenizer
 
 TEXT_BOUND = "full/stage2, scene as text"  # the text-only upper bound's column in the report
@@ -109,11 +109,14 @@ def _recipe(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: bool) 
     return TrainRecipe(output_dir=str(out / run_name), model=spec, stages=stages, threads=cfg.threads)
 
 
+def stage_summary(r: StageResult) -> dict:
+    """What the report keeps of a finished stage (a `run_stage` result)."""
+    return {"model_dir": r.model_dir, "steps": r.steps, "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s,
+            "losses": r.losses, "trainable": r.trainable, "data": r.data}
+
+
 def _train_phase(out: Path, cfg: QuickstartConfig, run_name: str, skip_stage1: bool) -> dict:
-    results = run_recipe(_recipe(out, cfg, run_name, skip_stage1))
-    return {"stages": {r.name: {"model_dir": r.model_dir, "steps": r.steps, "wall_s": r.wall_s,
-                                "tokens_per_s": r.tokens_per_s, "losses": r.losses, "trainable": r.trainable,
-                                "data": r.data} for r in results}}
+    return {"stages": {r.name: stage_summary(r) for r in run_recipe(_recipe(out, cfg, run_name, skip_stage1))}}
 
 
 def _eval_phase(out: Path, cfg: QuickstartConfig, model_dir: str, name: str, scene_as_text: bool = False) -> dict:
