@@ -85,7 +85,8 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
 
 def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str | Path,
-              spec: ModelSpec, progress: bool = True) -> StageResult:
+              spec: ModelSpec, progress: bool = True, callbacks: list | None = None) -> StageResult:
+    """`callbacks`: extra `transformers.TrainerCallback`s (e.g. the quickstart's learning curve)."""
     out_dir = Path(out_dir)
     summary_path = out_dir / "summary.json"
     if summary_path.exists():
@@ -137,7 +138,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
-                            projector_lr=cfg.projector_lr)
+                            projector_lr=cfg.projector_lr, callbacks=callbacks)
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("%s: resuming from %s", name, resume)
@@ -160,8 +161,10 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     return result
 
 
-def run_recipe(recipe: TrainRecipe, progress: bool = True) -> list[StageResult]:
-    """Run the enabled stages in order; each starts from the previous stage's output."""
+def run_recipe(recipe: TrainRecipe, progress: bool = True,
+               callbacks: dict[str, list] | None = None) -> list[StageResult]:
+    """Run the enabled stages in order; each starts from the previous stage's output.
+    `callbacks`: extra TrainerCallbacks per stage name."""
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     init: ModelSpec | str = recipe.model
@@ -169,7 +172,8 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> list[StageResult]:
     for name, cfg in recipe.stages.items():
         if not cfg.enabled:
             continue
-        result = run_stage(name, cfg, init, Path(recipe.output_dir) / name, recipe.model, progress)
+        result = run_stage(name, cfg, init, Path(recipe.output_dir) / name, recipe.model, progress,
+                           (callbacks or {}).get(name))
         if result.data.get("skipped"):
             log.warning("%s: skipped %d records: %s", name, sum(result.data["skipped"].values()), result.data["skipped"])
         results.append(result)
