@@ -4,11 +4,16 @@ for text-only samples.
 ALLaVA mixes "one copy of caption data and two copies of textual data" (stage 1) and "one copy of
 VQA data and one copy of textual data" (stage 2), then samples randomly: a ``repeat`` per source,
 fractional repeats taking a seeded subset, and the sampler shuffles the union.
+
+With a feature cache (``features``: image path -> the frozen tower's selected features, see
+``allava.train.feature_cache``) an image sample carries ``image_features`` instead of
+``pixel_values`` and no image is decoded during training.
 """
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,11 +65,22 @@ def mix_indices(sizes: list[int], repeats: list[float], seed: int) -> list[tuple
     return out
 
 
+def read_image(path: str | Path) -> Image.Image:
+    """The RGB image a sample trains on; EncodeError (a skip reason) when it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as e:  # corrupt or vanished since validation
+        raise EncodeError(f"corrupt image: {path} ({type(e).__name__})") from e
+
+
 class ConversationDataset(Dataset):
     def __init__(self, sources: list[DataSource], encoder: ConversationEncoder, image_processor,
-                 seed: int = 0, check_images: str = "exists", images_only: bool = False):
+                 seed: int = 0, check_images: str = "exists", images_only: bool = False,
+                 features: Callable[[str], torch.Tensor] | None = None):
         self.encoder = encoder
         self.image_processor = image_processor
+        self.features = features  # set by the stage once the cache is ready; raises EncodeError for bad images
         self.report = LoadReport()
         self.records: list[list[dict]] = []
         self.folders: list[str] = []  # the records' image folder (default: the data file's folder)
@@ -93,6 +109,15 @@ class ConversationDataset(Dataset):
         s, k = self.index[i]
         return self.records[s][k], self.folders[s]
 
+    def image_files(self) -> list[str]:
+        """Distinct image paths of the records in the mix (what a feature cache must cover)."""
+        out: dict[str, None] = {}
+        for s, k in dict.fromkeys(self.index):
+            rec = self.records[s][k]
+            if rec.get("image"):
+                out[str(image_path(rec, self.folders[s]))] = None
+        return list(out)
+
     @property
     def modality_lengths(self) -> list[int]:
         """Rough token counts, negative for text-only (LLaVA's convention for modality grouping)."""
@@ -110,12 +135,10 @@ class ConversationDataset(Dataset):
                 "labels": torch.tensor(enc.labels), "pixel_values": None}
         if rec.get("image"):
             path = image_path(rec, folder)
-            try:
-                with Image.open(path) as im:
-                    image = im.convert("RGB")
-            except Exception as e:  # corrupt or vanished since validation
-                raise EncodeError(f"corrupt image: {path} ({type(e).__name__})") from e
-            item["pixel_values"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+            if self.features is not None:
+                item["image_features"] = self.features(str(path))
+            else:
+                item["pixel_values"] = self.image_processor(read_image(path), return_tensors="pt")["pixel_values"][0]
             if enc.n_image_tokens != self.encoder.num_image_tokens:
                 raise EncodeError(f"expected 1 image marker, found {enc.n_image_tokens // max(1, self.encoder.num_image_tokens)}")
         return item
@@ -136,8 +159,8 @@ class ConversationDataset(Dataset):
 
 class Collator:
     """Right-pads a batch (to a multiple of ``pad_to_multiple_of``: few distinct shapes keep CPU
-    kernel caches and the allocator from growing with every new length); stacks images only for
-    samples that have one."""
+    kernel caches and the allocator from growing with every new length); stacks images (pixels, or
+    cached features) only for samples that have one."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
         self.pad_token_id = pad_token_id
@@ -156,4 +179,7 @@ class Collator:
         images = [b["pixel_values"] for b in batch if b["pixel_values"] is not None]
         if images:
             out["pixel_values"] = torch.stack(images)
+        features = [b["image_features"] for b in batch if b.get("image_features") is not None]
+        if features:
+            out["image_features"] = torch.stack(features)
         return out

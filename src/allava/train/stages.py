@@ -3,6 +3,10 @@
 A stage writes ``checkpoint-N`` folders while it runs and ``final/`` plus ``summary.json`` when it
 is done. Rerunning the same command skips finished stages and resumes an unfinished one from its
 last complete checkpoint (optimizer, scheduler, RNG and data position restored by the Trainer).
+
+With the vision tower frozen, a stage first fills the feature store (``feature_cache``; shared by
+stages, reruns and runs pointing at the same ``feature_cache_dir``) and trains from it: the tower
+never runs during training, and the saved checkpoint is the same plain Llava model, tower included.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from allava.config import from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
+from allava.train import feature_cache
 from allava.train.precision import use_bf16
 from allava.train.trainer import AllavaTrainer, set_trainable
 
@@ -51,6 +56,9 @@ class StageConfig:
     dataloader_workers: int = 0
     deepspeed: str | None = None
     seed: int = 42
+    # auto: train from cached vision features when the tower is frozen and preprocessing deterministic
+    feature_cache: str = "auto"  # auto | on | off
+    lm_head_on_labels_only: bool = True  # run the LM head only at labelled positions (same loss)
 
 
 @dataclass
@@ -59,6 +67,8 @@ class TrainRecipe:
     model: ModelSpec
     stages: dict[str, StageConfig]
     threads: int | None = None  # torch CPU threads; None = torch's default
+    feature_cache_dir: str | None = None  # None: <output_dir>/feature_cache; point runs at one to share it
+    feature_cache_max_gb: float = 100.0  # disk budget of one store: refuse to cache above it
 
 
 @dataclass
@@ -72,6 +82,9 @@ class StageResult:
     trainable: dict[str, int]
     data: dict
     skipped: bool = False
+    train_s: float = 0.0  # the Trainer's own runtime (no model loading, no feature caching)
+    samples_per_s: float = 0.0
+    feature_cache: dict = field(default_factory=dict)  # used, reason, hits, computed, bytes_on_disk, compute_s
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainRecipe:
@@ -85,8 +98,11 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
 
 def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str | Path,
-              spec: ModelSpec, progress: bool = True, callbacks: list | None = None) -> StageResult:
-    """`callbacks`: extra `transformers.TrainerCallback`s (e.g. the quickstart's learning curve)."""
+              spec: ModelSpec, progress: bool = True, callbacks: list | None = None,
+              feature_cache_dir: str | Path | None = None, feature_cache_max_gb: float = 100.0) -> StageResult:
+    """`callbacks`: extra `transformers.TrainerCallback`s (e.g. the quickstart's learning curve).
+    `feature_cache_dir`: the vision-feature store's root (None: `<out_dir>/../feature_cache`, beside
+    the stage); `feature_cache_max_gb`: its disk budget."""
     out_dir = Path(out_dir)
     summary_path = out_dir / "summary.json"
     if summary_path.exists():
@@ -106,6 +122,18 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
                                   model.config.image_seq_length, cfg.model_max_length)
     dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
                                   images_only="language_model" not in cfg.train)
+    bf16 = use_bf16(cfg.bf16)
+    use_cache, why = feature_cache.decide(cfg.feature_cache, cfg.train, processor.image_processor,
+                                          model.model.vision_tower, cfg.deepspeed)
+    cache = feature_cache.CacheStats(used=False, reason=why)
+    if use_cache:
+        request = feature_cache.CacheRequest(
+            root=feature_cache_dir or out_dir.parent / "feature_cache", max_gb=feature_cache_max_gb, bf16=bf16,
+            batch_size=max(32, cfg.per_device_batch_size), workers=cfg.dataloader_workers, progress=progress)
+        dataset.features, cache = feature_cache.prepare(model, processor.image_processor, dataset.image_files(), request)
+        cache.reason = why
+    else:
+        log.info("%s: no feature cache (%s)", name, why)
     world = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
     accumulation = max(1, cfg.global_batch_size // (cfg.per_device_batch_size * world))
     args = TrainingArguments(
@@ -119,7 +147,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr / cfg.lr if cfg.lr else 0.0},
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=cfg.weight_decay,
-        bf16=use_bf16(cfg.bf16),
+        bf16=bf16,
         use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
         activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -138,11 +166,13 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
-                            projector_lr=cfg.projector_lr, callbacks=callbacks)
+                            projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
+                            callbacks=callbacks)
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("%s: resuming from %s", name, resume)
-    trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    trainer.hooks.remove()
 
     final = out_dir / "final"
     recipe.stage = name
@@ -153,7 +183,8 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         name=name, model_dir=str(final), steps=trainer.state.global_step,
         wall_s=time.perf_counter() - t0, tokens_per_s=trainer.tokens_per_second(),
         losses=[(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
-        trainable=trainable,
+        trainable=trainable, train_s=metrics.get("train_runtime", 0.0),
+        samples_per_s=metrics.get("train_samples_per_second", 0.0), feature_cache=cache.to_dict(),
         data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
               "skipped": report.skipped, "skipped_examples": report.examples},
     )
@@ -173,7 +204,8 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True,
         if not cfg.enabled:
             continue
         result = run_stage(name, cfg, init, Path(recipe.output_dir) / name, recipe.model, progress,
-                           (callbacks or {}).get(name))
+                           (callbacks or {}).get(name), feature_cache_dir=recipe.feature_cache_dir,
+                           feature_cache_max_gb=recipe.feature_cache_max_gb)
         if result.data.get("skipped"):
             log.warning("%s: skipped %d records: %s", name, sum(result.data["skipped"].values()), result.data["skipped"])
         results.append(result)

@@ -1,11 +1,28 @@
 """``transformers.Trainer`` with what is specific to LLaVA training: per-stage freezing,
-per-module learning rates, modality-grouped sampling and a tokens/s count."""
+per-module learning rates, modality-grouped sampling, a tokens/s count, and two shortcuts that
+leave the model and its loss unchanged:
+
+- cached vision features: a batch may carry ``image_features`` (the frozen tower's selected
+  features, from ``allava.train.feature_cache``) instead of ``pixel_values``; they are projected and
+  scattered into the ``<image>`` positions exactly as ``LlavaModel`` does, so the tower never runs;
+- the LM head only where there is a label: with short answers ~5% of positions carry a label, yet
+  the (vocab x hidden) head ran on all of them; it now runs on the labelled positions only and the
+  loss is the model's own mean cross-entropy (same ``num_items_in_batch`` normalisation).
+
+Both work through forward pre-hooks on submodules, so the model is still called through its own
+top-level ``forward`` (and whatever wraps it: autocast, DDP, DeepSpeed) and its weights, names and
+saved checkpoints are untouched.
+"""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
+import torch.nn.functional as F
 from transformers import Trainer
+
+from allava.data.tokenize import IGNORE_INDEX
 
 from allava.train.sampler import ModalityGroupedSampler
 
@@ -30,11 +47,60 @@ def set_trainable(model: torch.nn.Module, train: list[str]) -> dict[str, int]:
     return counts
 
 
+class BatchHooks:
+    """Per-batch state read by two forward pre-hooks on a Llava model; inactive (no-ops) when unset."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.features: torch.Tensor | None = None  # [n_images, tokens, dim], pre-projector
+        self.image_mask: torch.Tensor | None = None  # [B, T] bool: the <image> token positions
+        self.positions: torch.Tensor | None = None  # [B, T] bool: positions whose shifted label is kept
+        self.handles = [
+            model.model.language_model.register_forward_pre_hook(self._inject, with_kwargs=True),
+            model.lm_head.register_forward_pre_hook(self._select),
+        ]
+
+    def _inject(self, _module, args, kwargs):
+        if self.features is None:
+            return None
+        embeds = kwargs["inputs_embeds"]
+        # as LlavaModel.forward: project, cast to the embeddings, fill the <image> positions in order
+        feats = self.model.model.multi_modal_projector(self.features)
+        feats = feats.reshape(-1, feats.shape[-1]).to(embeds.device, embeds.dtype)
+        mask = self.image_mask.to(embeds.device)
+        if int(mask.sum()) != feats.shape[0]:
+            raise ValueError(f"Image features and image tokens do not match, tokens: {int(mask.sum())}, "
+                             f"features: {feats.shape[0]}")
+        kwargs["inputs_embeds"] = embeds.masked_scatter(mask.unsqueeze(-1), feats)
+        return args, kwargs
+
+    def _select(self, _module, args):
+        if self.positions is None:
+            return None
+        return (args[0][self.positions.to(args[0].device)],)
+
+    @contextlib.contextmanager
+    def batch(self, input_ids: torch.Tensor, features: torch.Tensor | None, positions: torch.Tensor | None):
+        self.features, self.positions = features, positions
+        self.image_mask = input_ids == self.model.config.image_token_id if features is not None else None
+        try:
+            yield
+        finally:
+            self.features = self.image_mask = self.positions = None
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 class AllavaTrainer(Trainer):
-    def __init__(self, *args, group_by_modality: bool = True, projector_lr: float | None = None, **kwargs):
+    def __init__(self, *args, group_by_modality: bool = True, projector_lr: float | None = None,
+                 lm_head_on_labels_only: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.group_by_modality = group_by_modality
         self.projector_lr = projector_lr
+        self.lm_head_on_labels_only = lm_head_on_labels_only
+        self.hooks = BatchHooks(self.accelerator.unwrap_model(self.model))
         self.tokens_seen = 0
         self.started = time.perf_counter()
 
@@ -73,7 +139,31 @@ class AllavaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.tokens_seen += int(inputs["attention_mask"].sum())
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        inputs = dict(inputs)
+        features = inputs.pop("image_features", None)
+        sparse = (self.lm_head_on_labels_only and not return_outputs and "labels" in inputs
+                  and self.label_smoother is None and self.compute_loss_func is None)
+        if not sparse:
+            with self.hooks.batch(inputs["input_ids"], features, None):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+        labels = inputs.pop("labels")
+        # the model's own shift (ForCausalLMLoss): position t predicts label t+1
+        shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+        keep = shifted != IGNORE_INDEX
+        with self.hooks.batch(inputs["input_ids"], features, keep):
+            logits = model(**inputs).logits  # [n_kept, vocab]: the head ran on the kept positions only
+        # the model's loss: sum / num_items_in_batch when the Trainer passes it (gradient accumulation),
+        # else the mean over this batch's labelled positions
+        n = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss = F.cross_entropy(logits.float(), shifted[keep].to(logits.device), ignore_index=IGNORE_INDEX,
+                               reduction="mean" if n is None else "sum")
+        if n is not None:
+            loss = loss / (n.to(loss.device) if torch.is_tensor(n) else n)
+            if self.args.average_tokens_across_devices:  # as Trainer.compute_loss
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size()
+                               if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss
 
     def tokens_per_second(self) -> float:
         return self.tokens_seen / max(1e-9, time.perf_counter() - self.started)
