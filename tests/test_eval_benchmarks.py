@@ -413,9 +413,11 @@ def test_judge_without_key_or_endpoint_is_a_config_error(tmp_path, capsys, monke
 
 
 def test_textvqa_prefers_llava_prompts_when_present(tmp_path):
+    """LLaVA's llava_textvqa_val_v051_ocr.jsonl keys a line by *image id* (eval_textvqa.py matches on
+    image id + question), so the lookup is by (image id, question), not by question id."""
     (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [
         {"question_id": 7, "question": "what brand?", "image_id": "im1", "answers": ["kodak"] * 10}]}))
-    jsonl(tmp_path / "llava_textvqa_val_v051_ocr.jsonl", [{"question_id": 7, "image": "im1.jpg", "text":
+    jsonl(tmp_path / "llava_textvqa_val_v051_ocr.jsonl", [{"question_id": "im1", "image": "im1.jpg", "text":
           "what brand?\nReference OCR token: KODAK\nAnswer the question using a single word or phrase."}])
     bench = get_benchmark("textvqa")
     samples = bench.load(tmp_path)

@@ -2,7 +2,7 @@
 
     allava eval run --model DIR --benchmark NAME --data PATH --out DIR [--limit N] [--batch-size N]
     allava eval score --benchmark NAME --data PATH --predictions FILE
-    allava eval report RUN_DIR...
+    allava eval report RUN_DIR... [--conventions]
     allava eval list
 """
 from __future__ import annotations
@@ -33,10 +33,13 @@ def add_eval_parser(p: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("score", help="score an existing predictions file (LLaVA answer format), no model")
     _common(s)
-    s.add_argument("--predictions", required=True, help="JSONL with question_id and text")
+    s.add_argument("--predictions", required=True, help="answers: LLaVA JSONL (question_id, text), lmms-eval "
+                   "--log_samples JSONL, or a VLMEvalKit .xlsx/.tsv with a prediction column (found by content)")
 
     rep = sub.add_parser("report", help="one Markdown table across run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
+    rep.add_argument("--conventions", action="store_true",
+                     help="add a column per other anchor's convention (llava, vlmevalkit, lmms-eval, ...)")
 
     sub.add_parser("list", help="the registered benchmarks, what --data they read, and their conventions")
 
@@ -47,6 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint for judge-scored benchmarks")
     p.add_argument("--judge-model", help="judge model name (e.g. gpt-4-0613); enables the judge")
     p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--letter-rules", help="multiple-choice letter extraction (MMBench, SEED): vlmevalkit (current, "
+                   "default), vlmevalkit-2025-08 or vlmevalkit-2024 (the rules older papers' numbers used)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -61,7 +66,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.eval_verb == "list":
         print(cmd_list())
         return 0
-    print(cmd_report([Path(r) for r in args.runs]))
+    print(cmd_report([Path(r) for r in args.runs], conventions=args.conventions))
     return 0
 
 
@@ -95,6 +100,13 @@ def _load(args: argparse.Namespace):
     from allava.evaluate.benchmarks import BenchmarkError, get_benchmark
 
     bench = get_benchmark(args.benchmark)
+    if getattr(args, "letter_rules", None):
+        from allava.evaluate.metrics.choice import letter_rules
+
+        letter_rules(args.letter_rules)  # unknown names: a one-line error
+        if not hasattr(bench, "letter_rules"):
+            raise ConfigError(f"--letter-rules applies to multiple-choice benchmarks (mmbench, seed), not {bench.name}")
+        bench.letter_rules = args.letter_rules
     data = Path(args.data)
     if not data.exists():
         raise bench.missing(data)
@@ -153,22 +165,26 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
-    from allava.evaluate.runner import read_predictions
+    from allava.evaluate.answers import read_answers
 
     bench, samples = _load(args)
-    answers = read_predictions(args.predictions)
-    if not any(s.question_id in answers for s in samples):
-        raise ConfigError(f"{args.predictions}: no question_id matches {bench.name} questions in {args.data}")
+    rows, fmt = read_answers(args.predictions)
+    answers = bench.match(samples, rows)
+    if not answers:
+        raise ConfigError(f"{args.predictions}: no question_id matches {bench.name} questions in {args.data} "
+                          f"(read as a {fmt} answer file)")
     judge = _judge(args, bench, Path(args.predictions).parent)
-    return {"benchmark": bench.name, "predictions": str(args.predictions), "data": str(args.data),
+    return {"benchmark": bench.name, "predictions": str(args.predictions), "answer_format": fmt,
+            "answers_read": len(rows), "answers_matched": len(answers), "data": str(args.data),
             **bench.score(samples, answers, judge)}
 
 
-def cmd_report(runs: list[Path]) -> str:
-    """Rows: models; columns: every headline number; footnotes: the convention of each benchmark."""
+def cmd_report(runs: list[Path], conventions: bool = False) -> str:
+    """Rows: models; columns: every headline number (and, with `conventions`, the same predictions
+    under each other anchor's convention, as ``label (name)``); footnotes: each benchmark's convention."""
     rows: dict[str, dict[str, Any]] = {}
     columns: list[str] = []
-    conventions: dict[str, str] = {}
+    notes: dict[str, str] = {}
     for run in runs:
         path = run / "metrics.json" if run.is_dir() else run
         try:
@@ -178,16 +194,20 @@ def cmd_report(runs: list[Path]) -> str:
         except ValueError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         model = Path(m.get("model", run.name)).name or str(run)
-        for label, value in m.get("headline", {}).items():
+        cells = dict(m.get("headline", {}))
+        if conventions:
+            for name, head in (m.get("conventions") or {}).items():
+                cells.update({f"{label} ({name})": v for label, v in head.items()})
+        for label, value in cells.items():
             if label not in columns:
                 columns.append(label)
             rows.setdefault(model, {})[label] = value
-        conventions[m.get("benchmark", run.name)] = m.get("convention", "")
+        notes[m.get("benchmark", run.name)] = m.get("convention", "")
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for model, vals in rows.items():
         lines.append(f"| {model} | " + " | ".join(_fmt(vals.get(c)) for c in columns) + " |")
     lines.append("")
-    lines += [f"- **{b}**: {c}" for b, c in conventions.items()]
+    lines += [f"- **{b}**: {c}" for b, c in notes.items()]
     return "\n".join(lines)
 
 

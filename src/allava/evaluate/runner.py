@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -152,22 +151,7 @@ def write_predictions(path: Path, samples: list[Sample], answers: dict[str, str]
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:
-    """question_id -> text from a LLaVA-format answers file (ours or LLaVA's model_vqa* output)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchmarkError(f"{path}: no such predictions file")
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row: dict[str, Any] = json.loads(line)
-            qid, text = row["question_id"], row["text"]
-        except (ValueError, KeyError, TypeError):
-            raise BenchmarkError(f"{path}:{n}: expected a JSON line with question_id and text") from None
-        if "round_id" in row:  # LLaVA model_vqa_mmbench --all-rounds: one line per rotation
-            from allava.evaluate.benchmarks.mmbench import OFFSET
+    """question_id -> text from an answer file (LLaVA, lmms-eval or VLMEvalKit; see `answers`)."""
+    from allava.evaluate.answers import read_predictions as read
 
-            qid = int(qid) % OFFSET + int(row["round_id"]) * OFFSET
-        out[str(qid)] = str(text)
-    return out
+    return read(path)

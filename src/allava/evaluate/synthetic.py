@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,12 +34,28 @@ def _text_question(sample: Sample, image_size: int) -> Question:
     return Question([{"from": "human", "value": f"{words}\n\n{sample.prompt}"}])
 
 
+def balanced_subset(bench_dir: str | Path, n: int) -> dict[str, str]:
+    """{question id: ability} of a fixed subset of about `n` questions, the same number per ability
+    (the benchmark file is sorted by ability, so its first n lines would cover only the first ones)."""
+    from allava.evaluate.benchmarks import get_benchmark
+
+    by_ability: dict[str, list[str]] = {}
+    for s in get_benchmark("synthetic").load(Path(bench_dir)):
+        by_ability.setdefault(s.meta["ability"], []).append(s.question_id)
+    per = max(1, n // max(1, len(by_ability)))
+    return {q: a for a, ids in by_ability.items() for q in ids[:per]}
+
+
 def evaluate_bench(model_dir: str | Path, bench_dir: str | Path, batch_size: int = 32, limit: int | None = None,
                    predictions_path: str | Path | None = None, progress: bool = True,
-                   scene_as_text: bool = False) -> dict:
+                   scene_as_text: bool = False, question_ids: Collection[str] | None = None,
+                   desc: str = "held-out questions", device: str | None = "auto") -> dict:
     """Accuracy per ability, scored by the registered `synthetic` benchmark; with `scene_as_text` the
     image is replaced by the scene's description (a text-only upper bound that separates "cannot
-    see" from "cannot reason")."""
+    see" from "cannot reason"). `question_ids` keeps only those questions (a learning curve's fixed
+    subset); `device="auto"` answers on the GPU when there is one."""
+    import torch
+
     from allava.evaluate.benchmarks import get_benchmark
 
     bench_dir = Path(bench_dir)
@@ -46,10 +63,15 @@ def evaluate_bench(model_dir: str | Path, bench_dir: str | Path, batch_size: int
     image_size = json.loads(world.read_text())["config"]["image_size"] if world.exists() else 96
     bench = get_benchmark("synthetic")
     samples = bench.load(bench_dir)
+    if question_ids is not None:
+        keep = set(question_ids)
+        samples = [s for s in samples if s.question_id in keep]
     samples = samples[:limit] if limit else samples
-    answerer = Answerer(model_dir)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else None
+    answerer = Answerer(model_dir, device=device)
     answers: dict[str, str] = {}
-    bar = tqdm(total=len(samples), desc="eval", unit="q", disable=not progress)
+    bar = tqdm(total=len(samples), desc=desc, unit="q", disable=not progress)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         questions = [_text_question(s, image_size) if scene_as_text else

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from allava.data.records import DataError
 
 if TYPE_CHECKING:
+    from allava.evaluate.answers import Answer
     from allava.evaluate.judge import Judge
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's answer-format suffixes
@@ -55,6 +56,19 @@ class Benchmark(ABC):
         """Metrics over the samples that have an answer. Must contain ``headline`` ({label: value},
         the number a paper table shows) and ``convention``."""
 
+    def match(self, samples: list[Sample], answers: list[Answer]) -> dict[str, str]:
+        """Map another tool's answers onto our question ids. The default matches the answer's id (or
+        any id-like field of its row) exactly; benchmarks whose tools number questions differently
+        (POPE, MME, TextVQA) override it."""
+        ids = {s.question_id for s in samples}
+        out: dict[str, str] = {}
+        for a in answers:
+            for cand in [a.qid, *(a.fields.get(k) for k in ("question_id", "id", "index", "questionId", "pid"))]:
+                if cand is not None and str(cand) in ids:
+                    out[str(cand)] = a.text
+                    break
+        return out
+
     def limit(self, samples: list[Sample], n: int) -> list[Sample]:
         """The first `n` questions (a benchmark whose questions span several samples keeps them whole)."""
         return samples[:n]
@@ -64,8 +78,18 @@ class Benchmark(ABC):
 
 
 def pct(x: float) -> float:
-    """Papers report percentages with one or two decimals."""
+    """Papers report percentages with one or two decimals. For display only: totals and means are
+    computed from unrounded values and rounded once (a sum of rounded parts drifts, MME 1249.99)."""
     return round(100.0 * x, 2)
+
+
+def question_key(text: Any) -> str:
+    """A question as every tool can be matched on: no image marker, answer-format suffix, or
+    MME's 'Please answer yes or no.' (lmms-eval drops it); lowercased."""
+    t = str(text or "").replace("<image>", "")
+    for suffix in (SHORT_ANSWER, LETTER_ANSWER, "Please answer yes or no."):
+        t = t.replace(suffix, "")
+    return " ".join(t.split()).lower()
 
 
 def read_json(path: Path, bench: str) -> Any:

@@ -16,13 +16,15 @@ from allava.evaluate.benchmarks.base import (
 
 
 def gqa_clean(text: str) -> str:
-    """LLaVA: strip a trailing period and lowercase; the official scorer then compares exactly."""
-    return text.strip().rstrip(".").lower()
+    """LLaVA ``convert_gqa_for_submission.py``: ``text.rstrip('.').lower()`` and nothing else (no
+    whitespace strip: "yes " stays wrong); the official ``eval.py`` then compares exactly."""
+    return text.rstrip(".").lower()
 
 
 @register_benchmark("gqa")
 class GQA(Benchmark):
-    convention = "GQA testdev-balanced accuracy: exact match after stripping a trailing period and lowercasing (LLaVA)"
+    convention = ("GQA testdev-balanced accuracy: exact match with the gold answer after rstrip('.') and lowercasing, "
+                  "nothing else (LLaVA convert_gqa_for_submission + official eval.py)")
     data_help = "the GQA folder with testdev_balanced_questions.json and images/"
 
     def load(self, path: Path) -> list[Sample]:
@@ -36,7 +38,7 @@ class GQA(Benchmark):
             if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= set(q):
                 raise self.missing(f"{ann} entries with imageId, question, answer")
             samples.append(Sample(str(qid), f"{q['question']}\n{SHORT_ANSWER}", images / f"{q['imageId']}.jpg",
-                                  str(q["answer"]).lower(), {}))
+                                  str(q["answer"]), {}))  # eval.py compares with the gold as written
         return samples
 
     def score(self, samples, answers, judge=None):

@@ -18,7 +18,7 @@ from typing import Any
 
 from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import LETTER_ANSWER, Benchmark, BenchmarkError, Sample, only_answered, pct
-from allava.evaluate.metrics.choice import extract_letter
+from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, LETTER_RULES, extract_letter
 
 OFFSET = 1_000_000
 OPTION_COLUMNS = "ABCDE"
@@ -54,9 +54,11 @@ def read_tsv(path: Path, bench: str) -> list[dict[str, str]]:
 class MMBench(Benchmark):
     convention = ("CircularEval: a question is right only if all rotations of its options are "
                   "(copies grouped by index % 1e6; rotations made as LLaVA --all-rounds when the TSV has none); "
-                  "letters extracted by VLMEvalKit's rules (can_infer), LLM extraction only with a judge")
+                  "letters extracted by VLMEvalKit's rules (can_infer; which version: letter_rules), LLM extraction "
+                  "only with a judge")
     data_help = "an MMBench TSV (e.g. MMBench_DEV_EN.tsv or mmbench_dev_20230712.tsv)"
     max_new_tokens = 128
+    letter_rules = DEFAULT_LETTER_RULES  # `--letter-rules NAME`: vlmevalkit (current), vlmevalkit-2024, ...
 
     def load(self, path: Path) -> list[Sample]:
         if path.is_dir():
@@ -119,7 +121,7 @@ class MMBench(Benchmark):
         pending = []
         picks: dict[str, str | None] = {}
         for s in samples:
-            picks[s.question_id] = extract_letter(answers[s.question_id], s.meta["options"])
+            picks[s.question_id] = extract_letter(answers[s.question_id], s.meta["options"], self.letter_rules)
             if picks[s.question_id] is None:
                 pending.append(s)
         llm_extracted = 0
@@ -128,36 +130,49 @@ class MMBench(Benchmark):
                 s.meta["question"], " ".join(f"{k}. {v}" for k, v in s.meta["options"].items()),
                 answers[s.question_id])}] for s in pending]
             for s, reply in zip(pending, judge.ask(prompts, max_tokens=16)):
-                letter = extract_letter(reply or "", s.meta["options"])
+                letter = extract_letter(reply or "", s.meta["options"], self.letter_rules)
                 if letter is not None:
                     picks[s.question_id] = letter
                     llm_extracted += 1
-        groups: dict[int, list[bool]] = defaultdict(list)
-        first: dict[int, bool] = {}
-        meta: dict[int, dict] = {}
-        expected = defaultdict(int)
-        for s in samples:
-            ok = picks[s.question_id] == s.target
-            groups[s.meta["group"]].append(ok)
-            expected[s.meta["group"]] = len(s.meta["options"])
-            meta[s.meta["group"]] = s.meta
-            if s.meta["round"] == 0:
-                first[s.meta["group"]] = ok
-        complete = {g: all(v) for g, v in groups.items() if len(v) == expected[g]}
-        per_cat: dict[str, list[bool]] = defaultdict(list)
-        per_l2: dict[str, list[bool]] = defaultdict(list)
-        for g, ok in complete.items():
-            per_cat[meta[g]["category"]].append(ok)
-            per_l2[meta[g]["l2_category"]].append(ok)
-        circ = sum(complete.values()) / max(1, len(complete))
+        c = circular(samples, picks)
+        others = {name: {"MMBench": pct(circular(samples, {s.question_id: extract_letter(
+                      answers[s.question_id], s.meta["options"], name) for s in samples})["accuracy"])}
+                  for name in LETTER_RULES if name != self.letter_rules and judge is None}
         return {
-            "headline": {"MMBench": pct(circ)},
-            "circular_accuracy": pct(circ),
-            "single_pass_accuracy": pct(sum(first.values()) / max(1, len(first))),
-            "n_questions": len(complete), "n_answers": len(samples), "n_missing": n_missing,
-            "n_incomplete_groups": len(groups) - len(complete),
+            "headline": {"MMBench": pct(c["accuracy"])},
+            "circular_accuracy": pct(c["accuracy"]),
+            "single_pass_accuracy": pct(c["single_pass"]),
+            "n_questions": c["n_questions"], "n_answers": len(samples), "n_missing": n_missing,
+            "n_incomplete_groups": c["n_incomplete"],
             "extraction_failures": sum(v is None for v in picks.values()), "llm_extracted": llm_extracted,
-            "per_category": {k: pct(sum(v) / len(v)) for k, v in sorted(per_cat.items())},
-            "per_l2_category": {k: pct(sum(v) / len(v)) for k, v in sorted(per_l2.items())},
+            "letter_rules": self.letter_rules,
+            "per_category": c["per_category"], "per_l2_category": c["per_l2_category"],
+            "conventions": others,
             "convention": self.convention,
         }
+
+
+def circular(samples: list[Sample], picks: dict[str, str | None]) -> dict[str, Any]:
+    """CircularEval over the complete rotation groups; unrounded accuracy, per-category in percent."""
+    groups: dict[int, list[bool]] = defaultdict(list)
+    first: dict[int, bool] = {}
+    meta: dict[int, dict] = {}
+    expected: dict[int, int] = defaultdict(int)
+    for s in samples:
+        ok = picks[s.question_id] == s.target
+        groups[s.meta["group"]].append(ok)
+        expected[s.meta["group"]] = len(s.meta["options"])
+        meta[s.meta["group"]] = s.meta
+        if s.meta["round"] == 0:
+            first[s.meta["group"]] = ok
+    complete = {g: all(v) for g, v in groups.items() if len(v) == expected[g]}
+    per_cat: dict[str, list[bool]] = defaultdict(list)
+    per_l2: dict[str, list[bool]] = defaultdict(list)
+    for g, ok in complete.items():
+        per_cat[meta[g]["category"]].append(ok)
+        per_l2[meta[g]["l2_category"]].append(ok)
+    return {"accuracy": sum(complete.values()) / max(1, len(complete)),
+            "single_pass": sum(first.values()) / max(1, len(first)),
+            "n_questions": len(complete), "n_incomplete": len(groups) - len(complete),
+            "per_category": {k: pct(sum(v) / len(v)) for k, v in sorted(per_cat.items())},
+            "per_l2_category": {k: pct(sum(v) / len(v)) for k, v in sorted(per_l2.items())}}

@@ -6,8 +6,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from allava.evaluate.benchmarks import register_benchmark
-from allava.evaluate.benchmarks.base import SHORT_ANSWER, Benchmark, BenchmarkError, Sample, only_answered
-from allava.evaluate.metrics.choice import parse_mme
+from allava.evaluate.benchmarks.base import (
+    SHORT_ANSWER,
+    Benchmark,
+    BenchmarkError,
+    Sample,
+    only_answered,
+    question_key,
+)
+from allava.evaluate.metrics.choice import parse_mme, parse_yorn_vlmevalkit
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -75,31 +82,67 @@ class MME(Benchmark):
                 k = seen[img.name]
                 seen[img.name] += 1
                 samples.append(Sample(f"{sub}/{img.name}/{k}", f"{q}\n{SHORT_ANSWER}", img, a.lower(),
-                                      {"subtask": sub, "image_name": img.name}))
+                                      {"subtask": sub, "image_name": img.name, "question": q}))
         if not samples:
             raise self.missing(f"no MME subtask in {path}")
         return samples
 
-    def score(self, samples, answers, judge=None):
-        samples, n_missing = only_answered(samples, answers)
-        by_sub: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-        other = 0
+    def match(self, samples, answers):
+        """LLaVA (``llava_mme.jsonl``) and lmms-eval id a question by ``<subtask>/<image>``, shared by the
+        image's two questions; VLMEvalKit by ``category`` + ``image_path``. The question text then
+        tells the two apart (order of appearance when a tool kept no text)."""
+        out = super().match(samples, answers)
+        by_image: dict[tuple[str, str], list[Sample]] = defaultdict(list)
         for s in samples:
-            pred = parse_mme(answers[s.question_id])
-            other += pred == "other"
-            by_sub[s.meta["subtask"]][s.meta["image_name"]].append(pred == s.target)
-        subtasks = {}
+            by_image[(s.meta["subtask"], s.meta["image_name"])].append(s)
+        used: set[str] = set(out)
+        for a in answers:
+            if a.qid in out:
+                continue
+            ref = a.qid if a.qid and "/" in a.qid else a.fields.get("image_path")
+            if not ref:
+                continue
+            parts = str(ref).replace("\\", "/").split("/")
+            sub = str(a.fields.get("category") or parts[0])
+            cands = [s for s in by_image.get((sub, parts[-1]), []) if s.question_id not in used]
+            q = question_key(next((a.fields[k] for k in ("prompt", "question", "text") if a.fields.get(k)), ""))
+            pick = next((s for s in cands if q and question_key(s.meta.get("question")) == q), None)
+            if pick is None and cands and not any(question_key(s.meta.get("question")) == q for s in cands):
+                pick = cands[0]
+            if pick is not None:
+                out[pick.question_id] = a.text
+                used.add(pick.question_id)
+        return out
+
+    @staticmethod
+    def _totals(samples: list[Sample], preds: dict[str, str]) -> dict:
+        """eval_tool ``calculation.py``: per subtask acc + acc+ (x100); the totals are sums of the
+        unrounded subtask scores, rounded once for display."""
+        by_sub: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        for s in samples:
+            by_sub[s.meta["subtask"]][s.meta["image_name"]].append(preds[s.question_id] == s.target)
+        raw = {}
         for sub, images in by_sub.items():
             flat = [ok for v in images.values() for ok in v]
             acc = 100 * sum(flat) / len(flat)
             acc_plus = 100 * sum(all(v) for v in images.values()) / len(images)
-            subtasks[sub] = {"acc": round(acc, 2), "acc_plus": round(acc_plus, 2), "score": round(acc + acc_plus, 2),
-                             "n_images": len(images)}
-        perception = round(sum(v["score"] for k, v in subtasks.items() if k in PERCEPTION), 2)
-        cognition = round(sum(v["score"] for k, v in subtasks.items() if k in COGNITION), 2)
-        return {"headline": {"MME-P": perception, "MME-C": cognition}, "perception": perception,
-                "cognition": cognition, "perception_plus_cognition": round(perception + cognition, 2),
-                "subtasks": dict(sorted(subtasks.items())), "n": len(samples), "n_missing": n_missing,
-                "unparsed_answers": other,
-                "missing_subtasks": [s for s in PERCEPTION + COGNITION if s not in subtasks],
+            raw[sub] = (acc, acc_plus, len(images))
+        perception = sum(a + p for k, (a, p, _) in raw.items() if k in PERCEPTION)
+        cognition = sum(a + p for k, (a, p, _) in raw.items() if k in COGNITION)
+        subtasks = {k: {"acc": round(a, 2), "acc_plus": round(p, 2), "score": round(a + p, 2), "n_images": n}
+                    for k, (a, p, n) in sorted(raw.items())}
+        return {"perception": round(perception, 2), "cognition": round(cognition, 2),
+                "perception_plus_cognition": round(perception + cognition, 2), "subtasks": subtasks}
+
+    def score(self, samples, answers, judge=None):
+        samples, n_missing = only_answered(samples, answers)
+        preds = {s.question_id: parse_mme(answers[s.question_id]) for s in samples}
+        t = self._totals(samples, preds)
+        vk = self._totals(samples, {s.question_id: parse_yorn_vlmevalkit(answers[s.question_id]) for s in samples})
+        return {"headline": {"MME-P": t["perception"], "MME-C": t["cognition"]}, **t,
+                "n": len(samples), "n_missing": n_missing,
+                "unparsed_answers": sum(p == "other" for p in preds.values()),
+                "missing_subtasks": [s for s in PERCEPTION + COGNITION if s not in t["subtasks"]],
+                "conventions": {"vlmevalkit": {"MME-P": vk["perception"], "MME-C": vk["cognition"]},
+                                "P+C": {"MME": t["perception_plus_cognition"]}},
                 "convention": self.convention}

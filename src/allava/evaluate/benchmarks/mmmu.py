@@ -25,7 +25,7 @@ from allava.evaluate.benchmarks.base import (
     read_json,
     read_jsonl,
 )
-from allava.evaluate.metrics.choice import mmmu_gold, mmmu_open_correct, parse_mmmu_choice, parse_mmmu_open
+from allava.evaluate.metrics.choice import MMMU_SEED, mmmu_gold, mmmu_open_correct, parse_mmmu_choice, parse_mmmu_open
 
 
 def _read_rows(path: Path, bench: str) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def _image(value: Any, base: Path) -> Any:
 @register_benchmark("mmmu")
 class MMMU(Benchmark):
     convention = ("MMMU val, official llava1.5 prompt ('(A) option' lines) and parser: multiple choice by letter, "
-                  "bracket, or option text, a seeded random letter when nothing matches (counted); open answers "
+                  "bracket, or option text, else a random letter from one generator seeded 42 drawn in question order (subjects alphabetical), as main_parse_and_eval.py (counted); open answers "
                   "by key sub-response and numbers rounded to 2 decimals; first image only")
     data_help = "the MMMU folder (<Subject>/validation-*.parquet) or a JSON/JSONL export of the validation rows"
 
@@ -105,12 +105,14 @@ class MMMU(Benchmark):
         samples, n_missing = only_answered(samples, answers)
         per_subject: dict[str, list[bool]] = defaultdict(list)
         guessed = 0
-        for s in samples:
+        # main_parse_and_eval.py: subjects in alphabetical order, questions in file order, and one
+        # generator (random.seed(42) at import) drawn only for the unparsable multiple-choice answers
+        rng = random.Random(MMMU_SEED)
+        for s in sorted(samples, key=lambda s: s.meta["subject"]):
             text = answers[s.question_id]
             if s.meta["type"] == "multiple-choice":
                 letters = list(LETTERS[:len(s.meta["options"])])
-                pick, guess = parse_mmmu_choice(text, letters, dict(zip(letters, s.meta["options"])),
-                                                random.Random(s.question_id))
+                pick, guess = parse_mmmu_choice(text, letters, dict(zip(letters, s.meta["options"])), rng)
                 guessed += guess
                 gold = s.target if isinstance(s.target, list) else [s.target]
                 ok = pick in gold

@@ -9,6 +9,7 @@ from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import (
     SHORT_ANSWER,
     Benchmark,
+    BenchmarkError,
     Sample,
     first_existing,
     need,
@@ -16,9 +17,22 @@ from allava.evaluate.benchmarks.base import (
     pct,
     read_jsonl,
 )
-from allava.evaluate.metrics.choice import parse_pope
+from allava.evaluate.metrics.choice import parse_pope, parse_yorn_vlmevalkit
 
 SPLITS = ("adversarial", "popular", "random")
+
+
+def binary_counts(preds: list[str], labels: list[str]) -> tuple[float, float, float, float, float]:
+    """Unrounded (accuracy, precision, recall, f1, yes_ratio), 'yes' the positive class."""
+    tp = sum(p == "yes" and l == "yes" for p, l in zip(preds, labels))
+    fp = sum(p == "yes" and l == "no" for p, l in zip(preds, labels))
+    tn = sum(p == "no" and l == "no" for p, l in zip(preds, labels))
+    fn = sum(p != "yes" and l == "yes" for p, l in zip(preds, labels))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    n = max(1, len(preds))
+    return (tp + tn) / n, precision, recall, f1, preds.count("yes") / n
 
 
 def binary_metrics(preds: list[str], labels: list[str]) -> dict[str, float]:
@@ -60,21 +74,76 @@ class Pope(Benchmark):
                                       images / row["image"], str(row["label"]).strip().lower(), {"split": split}))
         if not samples:
             raise self.missing(f"coco_pope_*.json under {path}")
+        self.llava_ids = self._llava_ids(path, samples)
         return samples
+
+    def _llava_ids(self, path: Path, samples: list[Sample]) -> dict[str, str]:
+        """LLaVA question id -> ours, from ``llava_pope_test.jsonl`` (question_id, image, text, category):
+        the k-th question of a category is the k-th line of its coco_pope file (as eval_pope.py zips them)."""
+        qfile = next(iter(sorted(path.rglob("llava_pope_test.jsonl"))), None)
+        if qfile is None:
+            return {}
+        per_split: dict[str, list[Sample]] = {}
+        for s in samples:
+            per_split.setdefault(s.meta["split"], []).append(s)
+        seen: dict[str, int] = {}
+        out = {}
+        for row in read_jsonl(qfile, self.name):
+            need(row, ("question_id", "category"), f"{qfile.name} question {row.get('question_id')}", self.name)
+            cat = str(row["category"])
+            k = seen.get(cat, 0)
+            seen[cat] = k + 1
+            rows = per_split.get(cat, [])
+            if k < len(rows):
+                if "image" in row and Path(str(rows[k].image)).name != Path(str(row["image"])).name:
+                    raise BenchmarkError(f"{self.name}: {qfile.name}: question {row['question_id']} is about "
+                                         f"{row['image']}, but line {k + 1} of coco_pope_{cat}.json is not")
+                out[str(row["question_id"])] = rows[k].question_id
+        return out
+
+    def match(self, samples, answers):
+        """LLaVA's ``llava_pope_test.jsonl`` numbers questions with integers across the three splits
+        and ``eval_pope.py`` pairs the answers of a category with ``coco_pope_<category>.json`` by
+        position; lmms-eval and VLMEvalKit give a ``category``. With LLaVA's question file in --data
+        its ids are mapped by that position; without it an id found in only one split is taken."""
+        out = super().match(samples, answers)
+        ids = {s.question_id for s in samples}
+        llava = getattr(self, "llava_ids", {})
+        by_plain: dict[str, list[str]] = {}
+        for s in samples:
+            by_plain.setdefault(s.question_id.split("/", 1)[1], []).append(s.question_id)
+        for a in answers:
+            if a.qid is None or a.qid in out:
+                continue
+            cat = str(a.fields.get("category") or "").strip().lower()
+            if cat:
+                cand = f"{cat}/{a.qid}"
+            elif a.qid in llava:
+                cand = llava[a.qid]
+            else:
+                cand = by_plain[a.qid][0] if len(by_plain.get(a.qid, [])) == 1 else None
+            if cand in ids:
+                out[cand] = a.text
+        return out
 
     def score(self, samples, answers, judge=None):
         samples, n_missing = only_answered(samples, answers)
-        splits = {}
-        allp, alll = [], []
+        splits, raw_f1 = {}, []
+        allp, alll, vk_p = [], [], []
         for split in SPLITS:
             rows = [s for s in samples if s.meta["split"] == split]
             if rows:
                 preds = [parse_pope(answers[s.question_id]) for s in rows]
                 labels = [s.target for s in rows]
                 splits[split] = binary_metrics(preds, labels)
+                raw_f1.append(binary_counts(preds, labels)[3])
                 allp += preds
                 alll += labels
-        mean_f1 = round(sum(v["f1"] for v in splits.values()) / max(1, len(splits)), 2)
-        return {"headline": {"POPE-F1": mean_f1}, "mean_f1": mean_f1, "pooled": binary_metrics(allp, alll),
-                "pooled_f1": binary_metrics(allp, alll)["f1"], "splits": splits, "n_missing": n_missing,
+                vk_p += [parse_yorn_vlmevalkit(answers[s.question_id]) for s in rows]
+        mean_f1 = pct(sum(raw_f1) / max(1, len(raw_f1)))  # mean of unrounded F1s, rounded once
+        pooled = binary_metrics(allp, alll)
+        return {"headline": {"POPE-F1": mean_f1}, "mean_f1": mean_f1, "pooled": pooled,
+                "pooled_f1": pooled["f1"], "splits": splits, "n_missing": n_missing,
+                "conventions": {"lmms-eval": {"POPE-F1": pooled["f1"]},
+                                "vlmevalkit": {"POPE-F1": pct(binary_counts(vk_p, alll)[3])}},
                 "convention": self.convention}

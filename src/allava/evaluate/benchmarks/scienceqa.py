@@ -10,7 +10,6 @@ from allava.evaluate.benchmarks.base import (
     Benchmark,
     Sample,
     choices_block,
-    only_answered,
     pct,
     read_json,
 )
@@ -23,7 +22,8 @@ class ScienceQAImg(Benchmark):
     split = "test"
     convention = ("ScienceQA test, questions with an image (IMG column of LLaVA-1.5); prompt 'Context: {hint}\\n"
                   "{question}\\nA. ...' + letter suffix; parsed as LLaVA eval_science_qa.py (letter, 'A. ...', "
-                  "'The answer is X.'); unparsable answers are wrong")
+                  "'The answer is X.'); unparsable answers are wrong; accuracy over all questions, a missing "
+                  "prediction counted wrong (n_missing beside it)")
     data_help = "the ScienceQA folder with problems.json, pid_splits.json and test/<pid>/image.png"
 
     def load(self, path: Path) -> list[Sample]:
@@ -46,10 +46,13 @@ class ScienceQAImg(Benchmark):
         return samples
 
     def score(self, samples, answers, judge=None):
-        samples, n_missing = only_answered(samples, answers)
+        n_missing = sum(s.question_id not in answers for s in samples)
         per_subject: dict[str, list[bool]] = defaultdict(list)
         failed = 0
-        for s in samples:
+        for s in samples:  # eval_science_qa.py: a missing prediction is 'FAILED', wrong, out of all questions
+            if s.question_id not in answers:
+                per_subject[s.meta["subject"]].append(False)
+                continue
             idx = parse_scienceqa(answers[s.question_id], s.meta["n_choices"])
             failed += idx == -1
             per_subject[s.meta["subject"]].append(idx == s.target)

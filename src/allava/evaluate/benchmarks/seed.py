@@ -17,7 +17,7 @@ from allava.evaluate.benchmarks.base import (
     pct,
     read_json,
 )
-from allava.evaluate.metrics.choice import extract_letter
+from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, extract_letter
 
 
 @register_benchmark("seed")
@@ -25,6 +25,7 @@ class SeedBench(Benchmark):
     convention = ("SEED-Bench v1 image split (data_type == image, dimensions 1-9): accuracy over all image "
                   "questions (not the mean of dimensions); LLaVA's prompt; letter by VLMEvalKit rules")
     data_help = "the SEED-Bench folder holding SEED-Bench.json and SEED-Bench-image/"
+    letter_rules = DEFAULT_LETTER_RULES
 
     def load(self, path: Path) -> list[Sample]:
         ann = path if path.is_file() else path / "SEED-Bench.json"
@@ -55,12 +56,12 @@ class SeedBench(Benchmark):
         per_dim: dict[str, list[bool]] = defaultdict(list)
         fails = 0
         for s in samples:
-            letter = extract_letter(answers[s.question_id], s.meta["options"])
+            letter = extract_letter(answers[s.question_id], s.meta["options"], self.letter_rules)
             fails += letter is None
             per_dim[s.meta["dimension"]].append(letter == s.target)
         hits = [ok for v in per_dim.values() for ok in v]
         acc = sum(hits) / max(1, len(hits))
         return {"headline": {"SEED-img": pct(acc)}, "accuracy": pct(acc), "n": len(hits), "n_missing": n_missing,
-                "extraction_failures": fails,
+                "extraction_failures": fails, "letter_rules": self.letter_rules,
                 "per_dimension": {k: pct(sum(v) / len(v)) for k, v in sorted(per_dim.items())},
                 "convention": self.convention}

@@ -12,6 +12,7 @@ from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import (
     SHORT_ANSWER,
     Benchmark,
+    BenchmarkError,
     Sample,
     first_existing,
     only_answered,
@@ -23,6 +24,18 @@ from allava.evaluate.metrics.vqa import vqa_accuracy
 
 ROSETTA = "TextVQA_Rosetta_OCR_v0.2_val.json"
 LLAVA_QUESTIONS = "llava_textvqa_val_v051_ocr.jsonl"  # LLaVA-1.5's own prompts, OCR tokens included
+
+
+MIN_OCR_SHARE = 0.5  # below this, a with-OCR convention is not what ran: fail instead of scoring
+
+
+def llava_question(prompt: str) -> str:
+    """The question in a LLaVA TextVQA prompt (``eval_textvqa.py`` ``prompt_processor``): the line that
+    is not the OCR line or the answer-format suffix; lowercased."""
+    lines = str(prompt).replace("<image>\n", "").split("\n")
+    if len(lines) >= 2 and lines[0].startswith("Reference OCR token:"):
+        return lines[1].lower()
+    return lines[0].lower()
 
 
 @register_benchmark("textvqa")
@@ -42,14 +55,16 @@ class TextVQA(Benchmark):
         root = ann.parent
         images = first_existing(root / "train_images", root / "images") or root
         ocr: dict[str, list[str]] = {}
-        llava: dict[str, str] = {}
+        llava: dict[tuple[str, str], str] = {}
         self.ocr_source = "none"
         if self.use_ocr and (root / LLAVA_QUESTIONS).is_file():
-            llava = {str(q["question_id"]): q["text"] for q in read_jsonl(root / LLAVA_QUESTIONS, self.name)}
+            # eval_textvqa.py: LLaVA's question_id is the *image* id; image id + question name a question
+            llava = {(str(q["question_id"]), llava_question(q["text"])): q["text"]
+                     for q in read_jsonl(root / LLAVA_QUESTIONS, self.name)}
             self.ocr_source = LLAVA_QUESTIONS
         elif self.use_ocr and (root / ROSETTA).is_file():
             ocr_rows = read_json(root / ROSETTA, self.name)
-            ocr = {r["image_id"]: r.get("ocr_tokens", []) for r in (ocr_rows.get("data") or [])}
+            ocr = {str(r["image_id"]): r.get("ocr_tokens", []) for r in (ocr_rows.get("data") or [])}
             self.ocr_source = ROSETTA
         elif self.use_ocr and rows and "ocr_tokens" in rows[0]:
             self.ocr_source = "ocr_tokens field of the question file"
@@ -57,19 +72,43 @@ class TextVQA(Benchmark):
         for r in rows:
             if not {"question_id", "question", "image_id", "answers"} <= set(r):
                 raise self.missing(f"{ann} entries with question_id, question, image_id, answers")
+            meta = {"image_id": str(r["image_id"]), "question": str(r["question"]).lower()}
             prompt = r["question"]
-            if str(r["question_id"]) in llava:
-                text = llava[str(r["question_id"])].replace("<image>\n", "")
+            text = llava.get((meta["image_id"], meta["question"]))
+            if text is not None:
+                text = text.replace("<image>\n", "")
                 samples.append(Sample(str(r["question_id"]), text if text.endswith(SHORT_ANSWER) else
-                                      f"{text}\n{SHORT_ANSWER}", images / f"{r['image_id']}.jpg", list(r["answers"]), {}))
+                                      f"{text}\n{SHORT_ANSWER}", images / f"{r['image_id']}.jpg", list(r["answers"]),
+                                      meta))
                 continue
             if self.use_ocr:
-                tokens = r.get("ocr_tokens", ocr.get(r["image_id"]))
-                if tokens is not None:
+                tokens = r.get("ocr_tokens", ocr.get(str(r["image_id"])))
+                if tokens:
                     prompt += "\nReference OCR token: " + ", ".join(tokens)
             samples.append(Sample(str(r["question_id"]), f"{prompt}\n{SHORT_ANSWER}", images / f"{r['image_id']}.jpg",
-                                  list(r["answers"]), {}))
+                                  list(r["answers"]), meta))
+        if self.use_ocr:
+            got = sum("Reference OCR token:" in s.prompt for s in samples)
+            if got < MIN_OCR_SHARE * max(1, len(samples)):
+                raise BenchmarkError(
+                    f"{self.name}: only {got} of {len(samples)} questions got OCR tokens from {self.ocr_source} (its "
+                    f"image/question ids do not match {ann.name}?); the score would not be the with-OCR number. Put "
+                    f"{LLAVA_QUESTIONS} or {ROSETTA} beside {ann.name}, or use textvqa-noocr")
         return samples
+
+    def match(self, samples, answers):
+        """Ours, lmms-eval's and VLMEvalKit's ids are question ids; LLaVA's answers carry the image id
+        and their prompt holds the question (``eval_textvqa.py`` looks them up by both)."""
+        out = super().match(samples, answers)
+        by_key = {(s.meta["image_id"], s.meta["question"]): s.question_id for s in samples}
+        for a in answers:
+            if a.qid is None or a.qid in out:
+                continue
+            prompt = a.fields.get("prompt")
+            qid = by_key.get((a.qid, llava_question(prompt))) if prompt else None
+            if qid is not None and qid not in out:
+                out[qid] = a.text
+        return out
 
     def score(self, samples, answers, judge=None):
         samples, n_missing = only_answered(samples, answers)

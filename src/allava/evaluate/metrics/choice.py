@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections.abc import Callable
 
 REJECTIONS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
               "I'm sorry, but without the image provided", "Cannot determine the answer")
@@ -17,37 +18,97 @@ def _count_choice(splits: list[str], choices, prefix: str = "", suffix: str = ""
     return sum(prefix + c + suffix in splits for c in choices)
 
 
-def infer_option(answer: str, choices: dict[str, str]) -> str | None:
-    """VLMEvalKit ``can_infer_option``: the answer names exactly one option letter as a word
-    (after turning ``.()[],:;!*#{}`` into spaces). 'Z' means the model declined."""
+def _words(answer: str) -> list[str]:
+    for c in ".()[],:;!*#{}":
+        answer = answer.replace(c, " ")
+    return [x.strip() for x in answer.split()]
+
+
+# "the (correct) answer is **B**" in a chain-of-thought answer (VLMEvalKit, June 2026). Case-insensitive
+# as upstream, so "the answer is because ..." reads as B: kept, since the point is the same number.
+VERBOSE_ANSWER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+
+
+def infer_option(answer: str, choices: dict[str, str], last_words: bool = True, verbose: bool = True) -> str | None:
+    """VLMEvalKit ``matching_util.can_infer_option``: the answer names exactly one option letter as a
+    word (after turning ``.()[],:;!*#{}`` into spaces); since August 2025 only when that letter is
+    among the last 4 words (`last_words`), and since June 2026 "answer is X" decides otherwise
+    (`verbose`). 'Z' means the model declined."""
+    if "Failed to obtain answer via API" in answer:
+        return None
     for err in REJECTIONS:
         if err in answer:
             return "Z"
-    answer_mod = answer
-    for c in ".()[],:;!*#{}":
-        answer_mod = answer_mod.replace(c, " ")
-    splits = [x.strip() for x in answer_mod.split()]
+    splits = _words(answer)
     count = _count_choice(splits, choices)
     if count == 1:
         for ch in choices:
-            if ch in splits:
+            if ch in splits and (not last_words or splits.index(ch) > len(splits) - 5):
                 return ch
     elif count == 0 and _count_choice(splits, {"Z", ""}) == 1:
         return "Z"
+    if verbose:
+        m = VERBOSE_ANSWER.search(answer or "")
+        if m and m.group(1).upper() in choices:
+            return m.group(1).upper()
     return None
 
 
-def infer_text(answer: str, choices: dict[str, str]) -> str | None:
-    """VLMEvalKit ``can_infer_text``: exactly one option's text occurs in the answer."""
+def infer_text(answer: str, choices: dict[str, str], length_guard: bool = True) -> str | None:
+    """VLMEvalKit ``can_infer_text``: exactly one option's text occurs in the answer; since August
+    2025 not at all when the answer is over twice as long as all option texts together."""
     answer = answer.lower()
+    if length_guard and len(answer) > 2 * sum(len(str(v)) for v in choices.values()):
+        return None
     cands = [k for k, v in choices.items() if str(v).lower() in answer]
     return cands[0] if len(cands) == 1 else None
 
 
-def extract_letter(answer: str, choices: dict[str, str]) -> str | None:
+LetterRule = Callable[[str, dict[str, str]], "str | None"]
+LETTER_RULES: dict[str, LetterRule] = {}
+DEFAULT_LETTER_RULES = "vlmevalkit"
+
+
+def register_letter_rules(name: str) -> Callable[[LetterRule], LetterRule]:
+    """Add a named letter-extraction rule set (``--letter-rules NAME``); ``metrics.json`` records it."""
+    def wrap(fn: LetterRule) -> LetterRule:
+        LETTER_RULES[name] = fn
+        return fn
+    return wrap
+
+
+@register_letter_rules("vlmevalkit")
+def _vlmevalkit_now(answer: str, choices: dict[str, str]) -> str | None:
+    """VLMEvalKit ``can_infer`` as of #1552 (June 2026): last-words letter, length-guarded text, "answer is X"."""
+    return infer_option(answer, choices) or infer_text(answer, choices)
+
+
+@register_letter_rules("vlmevalkit-2025-08")
+def _vlmevalkit_2025(answer: str, choices: dict[str, str]) -> str | None:
+    """VLMEvalKit ``can_infer`` after #1175 (August 2025), before the "answer is X" rule."""
+    return infer_option(answer, choices, verbose=False) or infer_text(answer, choices)
+
+
+@register_letter_rules("vlmevalkit-2024")
+def _vlmevalkit_2024(answer: str, choices: dict[str, str]) -> str | None:
+    """VLMEvalKit ``can_infer`` before August 2025 (the rules of the 2023-2025 papers' MMBench numbers)."""
+    return (infer_option(answer, choices, last_words=False, verbose=False)
+            or infer_text(answer, choices, length_guard=False))
+
+
+def letter_rules(name: str) -> LetterRule:
+    try:
+        return LETTER_RULES[name]
+    except KeyError:
+        from allava.config import ConfigError
+
+        raise ConfigError(f"unknown letter rules {name!r}; known: {', '.join(sorted(LETTER_RULES))}") from None
+
+
+def extract_letter(answer: str, choices: dict[str, str], rules: str = DEFAULT_LETTER_RULES) -> str | None:
     """VLMEvalKit ``can_infer``: letter first, then option text; None when the rules cannot tell
     (VLMEvalKit would then ask an LLM; without one it counts as wrong)."""
-    return infer_option(str(answer), choices) or infer_text(str(answer), choices)
+    return letter_rules(rules)(str(answer), dict(choices))
 
 
 # --- ScienceQA (LLaVA llava/eval/eval_science_qa.py) --------------------------------------------
@@ -86,11 +147,40 @@ def parse_mme(text: str) -> str:
     return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
-# --- MMMU (MMMU-Benchmark/MMMU eval/utils/eval_utils.py) ---------------------------------------
+_VK_PUNCT = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+_VK_COMMA = re.compile(r"(\d)(,)(\d)")
+_VK_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")  # unlike EvalAI's "(?!<=\d)" typo: a period after a digit stays
+
+
+def _vlmevalkit_punctuation(text: str) -> str:
+    """VLMEvalKit ``smp/misc.py`` ``process_punctuation``."""
+    out = text
+    for p in _VK_PUNCT:
+        if (p + " " in text or " " + p in text) or _VK_COMMA.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _VK_PERIOD.sub("", out, re.UNICODE)  # sic: count=re.UNICODE upstream
+
+
+def parse_yorn_vlmevalkit(text: str) -> str:
+    """VLMEvalKit ``dataset/utils/yorn.py`` ``YOrN_Extraction`` (MME, POPE without a judge): 'yes'
+    when the word yes occurs and no does not, 'no' the other way round, else 'other'."""
+    words = _vlmevalkit_punctuation(str(text).lower()).split()
+    if "yes" in words and "no" not in words:
+        return "yes"
+    if "no" in words and "yes" not in words:
+        return "no"
+    return "other"
+
+
+# --- MMMU (MMMU-Benchmark/MMMU mmmu/utils/eval_utils.py) --------------------------------------
+MMMU_SEED = 42  # eval_utils.py calls random.seed(42) once, at import
 def parse_mmmu_choice(response: str, all_choices: list[str], index2ans: dict[str, str],
                       rng: random.Random | None = None) -> tuple[str, bool]:
-    """Official ``parse_multi_choice_response``. Returns (letter, guessed): the official parser
-    picks a random letter when nothing matches; we seed it per question and report the count."""
+    """Official ``parse_multi_choice_response``. Returns (letter, guessed): when nothing matches, the
+    official parser draws ``random.choice`` from one generator seeded 42 at import, in question
+    order; pass that one generator (`MMMU_SEED`) for every question to get the official draw."""
     for char in [",", ".", "!", "?", ";", ":", "'"]:
         response = response.strip(char)
     response = " " + response + " "
@@ -107,7 +197,7 @@ def parse_mmmu_choice(response: str, all_choices: list[str], index2ans: dict[str
                 candidates.append(index)
                 index_ans = False
     if not candidates:
-        return (rng or random.Random(0)).choice(all_choices), True
+        return (rng or random.Random(MMMU_SEED)).choice(all_choices), True
     if len(candidates) == 1:
         return candidates[0], False
     if index_ans:
@@ -137,7 +227,7 @@ def mmmu_normalize_str(string: str) -> list:
 def _extract_numbers(string: str) -> list[str]:
     commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", string)
     scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", string)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])", string)
+    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", string)  # \b: "5cm" is no number
     return commas + scientific + simple
 
 
@@ -155,7 +245,7 @@ def parse_mmmu_open(response: str) -> list:
         for ind in indicators:
             if ind in resp:
                 tail = resp.split(ind)[-1].strip()
-                if shortest is None or len(tail) < len(shortest):
+                if not shortest or len(tail) < len(shortest):  # an empty tail gives way to the next one
                     shortest = tail
         if shortest and shortest.strip() not in [":", ",", ".", "!", "?", ";", ":", "'"]:
             keys.append(shortest)
