@@ -125,6 +125,7 @@ def test_sigkill_then_rerun_resumes_and_continues_the_loss_curve(backbones, tiny
         rerun = cli("train", "--config", str(tmp_path / f"{kill_stage}.yaml"), "--no-progress")
         assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
         for stage in ("stage1", "stage2"):
+            assert json.loads((out / stage / "summary.json").read_text())["feature_cache"]["used"]  # resumed from the store
             resumed, reference = losses(out, stage), losses(ref, stage)
             assert max(resumed) == max(reference) == 6  # same step count
             for step, loss in resumed.items():  # the resumed curve continues the interrupted one

@@ -278,23 +278,32 @@ class FeatureLookup:
         return self.store.get(key)
 
 
+class _Captured(Exception):
+    """Raised by the projector pre-hook: the features are in hand, the projector need not run."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+
 @torch.inference_mode()
 def compute_selected(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The projector's input for these pixels, captured from ``LlavaModel.get_image_features`` itself
-    (a forward pre-hook on the projector), so the layer / strategy handling is transformers' own."""
-    seen: list[torch.Tensor] = []
+    (a forward pre-hook on the projector that stops the call there), so the layer / strategy handling
+    is transformers' own and the projector (trained, so not cacheable) never runs."""
 
     def grab(_module, args):
-        seen.append(args[0])
+        raise _Captured(args[0])
 
     handle = model.model.multi_modal_projector.register_forward_pre_hook(grab)
     try:
         model.model.get_image_features(pixel_values=pixel_values,
                                        vision_feature_layer=model.config.vision_feature_layer,
                                        vision_feature_select_strategy=model.config.vision_feature_select_strategy)
+    except _Captured as got:
+        return got.features
     finally:
         handle.remove()
-    return seen[0]
+    raise RuntimeError("get_image_features did not call the projector")
 
 
 class _Pixels(torch.utils.data.Dataset):
@@ -396,10 +405,7 @@ def _compute(model, image_processor, paths: list[str], keys: list[str], store: F
     home = next(tower.parameters()).device
     tower_dtype = next(tower.parameters()).dtype
     was_training = tower.training
-    moved = [tower, model.model.multi_modal_projector]
-    for m in moved:
-        m.to(device)
-    tower.eval()
+    tower.to(device).eval()
     rows = max(1, req.shard_bytes // per_image)
     loader = torch.utils.data.DataLoader(_Pixels(paths, image_processor), batch_size=req.batch_size,
                                          num_workers=req.workers, collate_fn=_collate)
@@ -425,6 +431,4 @@ def _compute(model, image_processor, paths: list[str], keys: list[str], store: F
         if pending:
             store.add(pending_keys, torch.stack(pending))
     finally:
-        for m in moved:
-            m.to(home)
-        tower.train(was_training)
+        tower.to(home).train(was_training)
