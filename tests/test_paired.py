@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from allava.evaluate.paired import exact_mcnemar, paired_compare
-from allava.report import paired_comparisons
+from allava.studies.report import compare
 
 
 def test_exact_mcnemar_matches_the_binomial_test():
@@ -19,10 +19,14 @@ def test_only_the_questions_the_models_disagree_on_count():
     assert (res.n, res.only_a, res.only_b) == (6, 1, 2)
 
 
-def test_report_compares_the_pairs_it_has_and_skips_the_rest():
-    evals = {"full/stage2": {"n": 4, "correct_ids": ["a", "b", "c"]},
-             "stage2-only/stage2": {"n": 4, "correct_ids": ["a"]},
-             "noisy/stage2": {"n": 4}}  # an older run without ids: no comparison, no crash
-    out = paired_comparisons(evals)
-    assert list(out) == ["full/stage2 vs stage2-only/stage2"]
-    assert out["full/stage2 vs stage2-only/stage2"]["only_a"] == 2
+def test_a_study_says_whether_the_papers_direction_held():
+    ids = [f"q{i}" for i in range(40)]
+    strong = {"n": 40, "overall": 0.5, "correct_ids": ids[:20]}
+    weak = {"n": 40, "overall": 0.05, "correct_ids": ids[:2]}
+    held = compare("full", strong, "alone", weak, "stage 1 + 2 vs stage 2 alone", expected="a")
+    assert held["direction_held"] and held["p_value"] < 0.05 and "held" in held["verdict"]
+    reversed_ = compare("alone", weak, "full", strong, "x", expected="a")
+    assert not reversed_["direction_held"] and "opposite" in reversed_["verdict"]
+    same = compare("a", strong, "b", dict(strong), "x", expected="a")
+    assert not same["direction_held"] and same["p_value"] == 1.0 and "not shown" in same["verdict"]
+    assert compare("a", strong, "b", {"n": 40, "overall": 0.1}, "x", expected="a") is None  # an older run: no ids

@@ -272,7 +272,9 @@ def test_iqa_label_probability_and_expected_score(tmp_path):
 
 
 def test_shipped_qc_configs_load_and_default_judges_offline():
-    default = load_config(CONFIGS / "default.yaml")
+    with pytest.raises(ConfigError, match=r"ops\[4\] \(text_readability\) needs `model:`.*--set ops\.4\.model=PATH"):
+        load_config(CONFIGS / "default.yaml")  # it names no model: the quickstart's noise study fills them in
+    default = load_config(CONFIGS / "default.yaml", ["ops.4.model=some/lm", "ops.5.model=some/clip"])
     judge = next(s.op for s in default.ops if s.op.name == "llm_judge")
     assert judge.settings.teacher == "scene" and judge.settings.base_url is None
     load_config(CONFIGS / "cheap.yaml")

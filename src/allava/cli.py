@@ -91,26 +91,57 @@ def _eval(p: argparse.ArgumentParser):
     return run_eval
 
 
-@verb("quickstart", "offline end-to-end run: synthetic world, stage 0/1/2 training, evaluation, report")
+# Flags of earlier versions, each with the one line that names its new form
+OLD_QUICKSTART_FLAGS = {
+    "skip_stage1": "--skip-stage1 is gone: stage 2 alone is the Table 6 study: "
+                   "allava quickstart --out DIR --study table6",
+    "no_ablation": "--no-ablation is gone: the default run has no ablation any more "
+                   "(the ablations are studies: allava quickstart --out DIR --study table6|noise)",
+    "qc": "--qc is gone: the noise study always runs QC: allava quickstart --out DIR --study noise "
+          "[--inject-noise RATE] [--qc-config PATH]",
+}
+
+
+@verb("quickstart", "offline end-to-end run: synthetic world, stage 0/1/2 training, evaluation, report; "
+                    "--study table6|noise for the papers' ablations")
 def _quickstart(p: argparse.ArgumentParser):
     p.add_argument("--out", default="runs/quickstart", help="output folder (rerun to resume)")
     p.add_argument("--config", help="quickstart YAML (default: configs/quickstart.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.n_train_images=500")
-    p.add_argument("--skip-stage1", action="store_true", help="stage 2 alone (the ALLaVA Table 6 ablation)")
-    p.add_argument("--no-ablation", action="store_true", help="do not also train the stage-2-only model")
-    p.add_argument("--inject-noise", type=float, default=0.0, metavar="RATE",
-                   help="also replace RATE of the stage-2 records by bad ones and train stage 2 on them")
-    p.add_argument("--qc", action="store_true", help="with --inject-noise: QC the noisy data, train on what it keeps")
-    p.add_argument("--qc-config", help="QC YAML for --qc (default: configs/qc/default.yaml)")
+    p.add_argument("--study", choices=("table6", "noise"),
+                   help="after the default run (resumed if done): table6 = stage 2 alone vs stage 1 + 2 "
+                        "(ALLaVA Table 6); noise = noisy vs QC'd stage-2 data (the VLIT review's Table 2). "
+                        "Report in OUT/studies/<name>/")
+    p.add_argument("--inject-noise", type=float, default=None, metavar="RATE",
+                   help="--study noise: share of the stage-2 image records replaced by bad ones (default 0.2)")
+    p.add_argument("--qc-config", help="--study noise: QC YAML (default: configs/qc/default.yaml)")
+    for flag in ("--skip-stage1", "--no-ablation", "--qc"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
 
     def run(args) -> int:
-        from allava.quickstart import load_quickstart_config, run_quickstart
+        from allava.config import ConfigError
+
+        for dest, message in OLD_QUICKSTART_FLAGS.items():
+            if getattr(args, dest):
+                raise ConfigError(message)
+        if args.study != "noise" and (args.inject_noise is not None or args.qc_config):
+            raise ConfigError("--inject-noise / --qc-config belong to the noise study: "
+                              "allava quickstart --out DIR --study noise [--inject-noise RATE] [--qc-config PATH]")
+        from allava.studies import run_study
+        from allava.studies.quickstart import load_quickstart_config, run_quickstart
 
         cfg = load_quickstart_config(args.config, args.overrides)
-        run_quickstart(args.out, cfg, skip_stage1=args.skip_stage1, ablation=not args.no_ablation,
-                       inject_noise=args.inject_noise, qc=args.qc, qc_config=args.qc_config)
-        print((Path(args.out) / "report.md").read_text())
-        print(f"report: {Path(args.out) / 'report.md'} (machine-readable: report.json)")
+        out = Path(args.out)
+        if args.study is None:
+            run_quickstart(out, cfg)
+            report = out / "report.md"
+        else:
+            options = {"rate": args.inject_noise if args.inject_noise is not None else 0.2,
+                       "qc_config": args.qc_config} if args.study == "noise" else {}
+            run_study(args.study, out, cfg, **options)
+            report = out / "studies" / args.study / "report.md"
+        print(report.read_text())
+        print(f"report: {report} (machine-readable: report.json)")
         return 0
     return run
 

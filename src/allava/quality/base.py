@@ -99,6 +99,9 @@ class Op:
     Settings: ClassVar[type[OpSettings]] = OpSettings
     primary: ClassVar[str] = ""  # the stat that plain `min` / `max` in the YAML refer to
     needs_image: ClassVar[bool] = False
+    # settings that have no default and must be given (e.g. {"model": "a causal LM by hub id or path"}):
+    # a config that leaves one unset fails when it is parsed, naming the op and the `--set` that fixes it
+    required: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: OpSettings | None = None):
         self.settings = settings or self.Settings()

@@ -69,6 +69,11 @@ def build_op(entry: dict[str, Any], where: str) -> OpSpec:
         raise ConfigError(f"{where}: unknown op {name!r}; known: {sorted(OPS)}")
     cls = OPS[name]
     settings = from_dict(cls.Settings, {k: v for k, v in entry.items() if k not in RESERVED}, where)
+    for key, what in cls.required.items():
+        if getattr(settings, key, None) in (None, ""):
+            dotted = where.replace("[", ".").rstrip("]")
+            raise ConfigError(f"{where} ({name}) needs `{key}:` ({what}); set it in the YAML or with "
+                              f"--set {dotted}.{key}=PATH")
     thresholds = []
     if entry.get("min") is not None or entry.get("max") is not None:
         if not cls.primary:

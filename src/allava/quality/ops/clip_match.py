@@ -122,7 +122,7 @@ class HFClip:
 
 @dataclass
 class ClipMatchSettings(OpSettings):
-    model: str = "runs/quickstart/clip"  # hub id or local path of a CLIP
+    model: str | None = None  # hub id or local path of a CLIP (required)
     field: str = "responses"  # responses | all (instructions too)
     min_words: int = 3  # shorter sentences are joined to the next; texts shorter than this are not scored
     device: str = no_cache("cpu")
@@ -181,6 +181,7 @@ class ClipMatch(ClipScored, Op):
     primary = "min"
     needs_image = True
     VERSION = "1"
+    required = {"model": "a CLIP by hub id or path, e.g. the quickstart's OUT/clip"}
 
     def __init__(self, settings: ClipMatchSettings | None = None, encoder: Encoder | None = None):
         super().__init__(settings)

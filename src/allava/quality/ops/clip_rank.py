@@ -21,7 +21,7 @@ from allava.quality.ops.clip_match import ClipScored, embed_chunks
 
 @dataclass
 class ClipRankSettings(OpSettings):
-    model: str = "runs/quickstart/clip"
+    model: str | None = None  # hub id or local path of a CLIP (required)
     field: str = "responses"
     min_words: int = 3
     k: int = 31  # other images each text is compared with
@@ -34,6 +34,7 @@ class ClipRankSettings(OpSettings):
 class ClipRank(ClipScored, DatasetOp):
     Settings = ClipRankSettings
     primary = "rank_pct"
+    required = {"model": "a CLIP by hub id or path, e.g. the quickstart's OUT/clip"}
 
     def __init__(self, settings: ClipRankSettings | None = None, encoder: Any = None):
         super().__init__(settings)

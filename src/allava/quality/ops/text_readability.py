@@ -1,8 +1,8 @@
 """Principle 1 (readability), text: mean token log-probability under a causal LM (review eq. 2).
 
 Garbled or truncated text is improbable under a language model of the domain. The real backend is
-any causal LM by hub id or local path; the offline default is the quickstart's tiny LM
-(`runs/quickstart/lm`). The model is loaded on the first record that is not cached, so a rerun
+any causal LM by hub id or local path (`model:`, required; offline, the quickstart's tiny LM
+`OUT/lm`, which its noise study fills in). The model is loaded on the first record that is not cached, so a rerun
 with only thresholds changed never loads it.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from allava.quality.base import Op, OpSettings, QCRecord, Stats, no_cache, regis
 
 @dataclass
 class TextReadabilitySettings(OpSettings):
-    model: str = "runs/quickstart/lm"  # hub id or local path of a causal LM
+    model: str | None = None  # hub id or local path of a causal LM (required)
     field: str = "responses"  # responses | all
     max_length: int = 256
     min_tokens: int = 4  # shorter turns ("red", "2") are not judged: a lone word is improbable anywhere
@@ -31,6 +31,7 @@ class TextReadabilitySettings(OpSettings):
 class TextReadability(Op):
     Settings = TextReadabilitySettings
     primary = "logprob"
+    required = {"model": "a causal LM by hub id or path, e.g. the quickstart's OUT/lm"}
     VERSION = "3"
 
     def __init__(self, settings: TextReadabilitySettings | None = None):

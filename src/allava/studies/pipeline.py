@@ -1,0 +1,103 @@
+"""The building blocks of the default run that the studies reuse: world, stage 0, the recipe on
+the run's own models, stage 2 from a given model, evaluation.
+
+Every folder is derived from the run's `out` folder: `world/`, `tokenizer/`, `lm/`, `clip/`,
+`features/` (the frozen-tower feature store, shared by every training run of this folder).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from allava.data.dataset import DataSource
+from allava.model.build import ModelSpec
+from allava.studies.config import QuickstartConfig
+from allava.studies.phases import Phases, stage_summary
+from allava.train.stages import StageConfig, TrainRecipe, run_recipe, run_stage
+
+FEATURES = "features"  # the folder of the feature store, beside world/ and the runs
+
+
+def _world_phase(out: Path, cfg: QuickstartConfig) -> dict:
+    from allava.scenes.world import build_world
+
+    return {"counts": build_world(out / "world", cfg.world).counts}
+
+
+def _tokenizer_phase(out: Path, cfg: QuickstartConfig) -> dict:
+    from allava.train.tokenizer import train_tokenizer
+
+    corpus = (out / "world" / "corpus.txt").read_text().splitlines()
+    return {"vocab_size": len(train_tokenizer(corpus, out / "tokenizer", cfg.vocab_size))}
+
+
+def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
+    from allava.train.pretrain_lm import pretrain_lm
+
+    corpus = (out / "world" / "corpus.txt").read_text().splitlines()
+    return pretrain_lm(corpus, out / "tokenizer", out / "lm", cfg.architectures()[0], cfg.lm)
+
+
+def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
+    from allava.scenes.world import read_jsonl
+    from allava.train.clip import train_clip
+
+    images = out / "world" / "images"
+    pairs = [(images / r["image"], r["caption"]) for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
+    return train_clip(pairs, out / "tokenizer", out / "clip", cfg.architectures()[1], cfg.clip)
+
+
+def run_stage0(out: Path, cfg: QuickstartConfig, phases: Phases) -> None:
+    """World, tokenizer, the stage-0 LM and CLIP (each skipped when done)."""
+    phases.run("world", _world_phase, out, cfg)
+    phases.run("tokenizer", _tokenizer_phase, out, cfg)
+    phases.run("stage0-lm", _lm_phase, out, cfg)
+    phases.run("stage0-clip", _clip_phase, out, cfg)
+
+
+def model_spec(out: Path, cfg: QuickstartConfig) -> ModelSpec:
+    return ModelSpec(vision_tower=str(out / "clip"), language_model=str(out / "lm"), template=cfg.template,
+                     vision_feature_layer=cfg.vision_feature_layer,
+                     vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+
+
+def stage_configs(out: Path, cfg: QuickstartConfig) -> dict[str, StageConfig]:
+    """The YAML's stages with their data paths made absolute (they are relative to the world)."""
+    world = out / "world"
+    return {name: replace(stage, data=[DataSource(str(world / d.path), str(world / d.image_folder)
+                                                  if d.image_folder else None, d.repeat) for d in stage.data])
+            for name, stage in cfg.stages.items()}
+
+
+def recipe(out: Path, cfg: QuickstartConfig, run_dir: Path, skip_stage1: bool = False) -> TrainRecipe:
+    """The quickstart's two stages on this run's own LM and CLIP, written under `run_dir`."""
+    stages = {name: replace(s, enabled=s.enabled and not (skip_stage1 and name == "stage1"))
+              for name, s in stage_configs(out, cfg).items()}
+    return TrainRecipe(output_dir=str(run_dir), model=model_spec(out, cfg), stages=stages, threads=cfg.threads,
+                       feature_cache_dir=str(out / FEATURES))
+
+
+def train(out: Path, cfg: QuickstartConfig, run_dir: Path, skip_stage1: bool = False,
+          callbacks: dict[str, list] | None = None) -> dict:
+    """A phase: the recipe's enabled stages; {"stages": {name: summary}}."""
+    results = run_recipe(recipe(out, cfg, run_dir, skip_stage1), callbacks=callbacks)
+    return {"stages": {r.name: stage_summary(r) for r in results}}
+
+
+def train_stage2_from(out: Path, cfg: QuickstartConfig, init_dir: str, run_dir: Path,
+                      data: list[DataSource]) -> dict:
+    """A phase: stage 2 alone from a saved model (the default run's stage 1) on other data."""
+    r = recipe(out, cfg, run_dir)
+    stage = replace(r.stages["stage2"], data=data)
+    result = run_stage("stage2", stage, init_dir, run_dir / "stage2", r.model, feature_cache_dir=r.feature_cache_dir,
+                       feature_cache_max_gb=r.feature_cache_max_gb)
+    return {"stages": {"stage2": stage_summary(result)}}
+
+
+def evaluate(out: Path, cfg: QuickstartConfig, model_dir: str, predictions: Path, scene_as_text: bool = False,
+             question_ids: list[str] | None = None, desc: str = "held-out questions") -> dict:
+    """A phase: the held-out benchmark of this run's world (per ability, with chance)."""
+    from allava.evaluate.synthetic import evaluate_bench
+
+    return evaluate_bench(model_dir, out / "world", batch_size=cfg.eval_batch_size, predictions_path=predictions,
+                          scene_as_text=scene_as_text, question_ids=question_ids, desc=desc)
