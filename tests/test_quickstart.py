@@ -22,7 +22,7 @@ TOY = ["world.n_train_images=120", "world.n_bench_per_ability=3", "world.n_text=
 
 def test_the_gpu_preset_is_chosen_when_cuda_is_there_and_explicit_overrides_win(monkeypatch):
     cpu = load_quickstart_config()
-    assert cpu.hardware.preset == "cpu" and "no CUDA" in cpu.hardware.reason
+    assert cpu.hardware.preset == "cpu" and "no CUDA device" in cpu.hardware.reason
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU 80GB")
     gpu = load_quickstart_config()
@@ -157,7 +157,7 @@ def test_quickstart_report_carries_every_target_with_met(tmp_path):
     phases = {"world": {"wall_s": 1.0, "counts": {"bench": 20}},
               "train-full": {"wall_s": 500.0, "stages": {"stage2": {"steps": 10, "tokens_per_s": 1.0, "trainable": {},
                                                                     "losses": [(1, 2.0), (10, 1.0)]}}}}
-    report = {"config": {}, "hardware": {"preset": "cpu", "reason": "no CUDA device"}, "device": "",
+    report = {"config": {}, "hardware": {"preset": "cpu", "reason": "there is no CUDA device"}, "device": "",
               "rendering": {"image_size": 96, "grid": 3, "cell_px": 32, "vision_input_px": 96, "patch_size": 32,
                             "visual_tokens": 10, "vision_feature_layer": -1, "select_strategy": "full"},
               "phases": phases, "evals": {"full/stage1": _eval(0.2), "full/stage2": _eval(0.7)},

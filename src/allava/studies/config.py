@@ -101,8 +101,8 @@ def choose_hardware(choice: str) -> Hardware:
     if choice != "auto":
         return Hardware(choice, f"hardware_preset={choice} was set explicitly")
     if torch.cuda.is_available():
-        return Hardware("gpu", f"torch.cuda.is_available() is true ({torch.cuda.get_device_name(0)})")
-    return Hardware("cpu", "no CUDA device (torch.cuda.is_available() is false)")
+        return Hardware("gpu", f"a CUDA device is present ({torch.cuda.get_device_name(0)})")
+    return Hardware("cpu", "there is no CUDA device (torch.cuda.is_available() is false)")
 
 
 def load_quickstart_config(path: str | Path | None = None, overrides: list[str] = ()) -> QuickstartConfig:

@@ -54,6 +54,8 @@ def run_default(out: Path, cfg: QuickstartConfig, phases: Phases) -> dict[str, d
     pipeline.run_stage0(out, cfg, phases)
     trained = phases.run(f"train-{RUN}", pipeline.train, out, cfg, out / RUN,
                          callbacks={"stage2": [_curve_callback(out, cfg)]})
+    if (out / "curve-scratch").is_dir() and not any((out / "curve-scratch").iterdir()):
+        (out / "curve-scratch").rmdir()
     evals = {}
     for stage, info in trained["stages"].items():
         key = f"{RUN}/{stage}"

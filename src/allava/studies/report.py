@@ -159,10 +159,18 @@ def quickstart_targets(report: dict) -> dict[str, dict]:
     return out
 
 
+def _store_note(fc: dict) -> str:
+    if not fc:
+        return ""
+    if not fc.get("used"):
+        return f", no feature store ({fc.get('reason', '')})"
+    return f", feature store: {fc.get('hits', 0)} images reused, {fc.get('computed', 0)} computed"
+
+
 def _phase_notes(p: dict) -> str:
     if "stages" in p:
         return "; ".join(f"{s}: {i['steps']} steps, {i['tokens_per_s']:.0f} tokens/s, trained {sorted(i['trainable'])}"
-                         for s, i in p["stages"].items())
+                         + _store_note(i.get("feature_cache") or {}) for s, i in p["stages"].items())
     if "tokens_per_s" in p:
         return f"{p['tokens_per_s']:.0f} tokens/s, final loss {p.get('final_loss', float('nan')):.3f}"
     if "retrieval_acc" in p:
@@ -239,7 +247,7 @@ def write_quickstart_report(out: Path, report: dict) -> dict:
              f"The default run took {report['wall_s_total'] / 60:.1f} min (its phases) on {report['threads']} "
              f"CPU threads{' and ' + report['device'] if report.get('device') else ''}; "
              f"peak RSS {report['peak_rss_mb']:.0f} MiB.", "",
-             f"Preset: **{hw['preset']}** ({hw['reason']}).", "",
+             f"Preset: **{hw['preset']}**, because {hw['reason']}.", "",
              f"Rendering: {r['image_size']} px images, a {r['grid']}x{r['grid']} grid of {r['cell_px']} px cells, "
              f"vision patches of {r['patch_size']} px, {r['visual_tokens']} visual tokens per image "
              f"(vision feature layer {r['vision_feature_layer']}, select strategy `{r['select_strategy']}`).",
