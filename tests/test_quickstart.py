@@ -197,6 +197,16 @@ def test_noise_study_fills_in_its_own_models_and_keeps_explicit_ones(tmp_path):
     assert qc_config_for(tmp_path / "run", mine)["ops"][0]["model"] == "my/lm"
 
 
+def test_qc_with_the_default_config_and_no_model_says_which_op_and_how(tmp_path, capsys):
+    from allava.cli import main
+    from allava.studies.noise import QC_CONFIG
+
+    (tmp_path / "r.jsonl").write_text('{"id": "a", "conversations": []}\n')
+    assert main(["qc", str(tmp_path / "r.jsonl"), "--config", str(QC_CONFIG), "--out", str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "text_readability" in err and "--set ops.4.model=PATH" in err, err
+
+
 # ---------------------------------------------------------------- end to end
 
 @pytest.mark.slow

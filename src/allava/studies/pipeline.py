@@ -94,7 +94,7 @@ def train_stage2_from(out: Path, cfg: QuickstartConfig, init_dir: str, run_dir: 
     return {"stages": {"stage2": stage_summary(result)}}
 
 
-def evaluate(out: Path, cfg: QuickstartConfig, model_dir: str, predictions: Path, scene_as_text: bool = False,
+def evaluate(out: Path, cfg: QuickstartConfig, model_dir: str, predictions: Path | None, scene_as_text: bool = False,
              question_ids: list[str] | None = None, desc: str = "held-out questions") -> dict:
     """A phase: the held-out benchmark of this run's world (per ability, with chance)."""
     from allava.evaluate.synthetic import evaluate_bench
