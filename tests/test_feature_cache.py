@@ -17,7 +17,7 @@ from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, build_model
 from allava.train import feature_cache as fc
-from allava.train.trainer import AllavaTrainer, set_trainable
+from allava.train.trainer import HEAD_ROWS_MULTIPLE, AllavaTrainer, set_trainable
 
 # fp32 on CPU. Cached features are computed in batches of 32 and the plain path recomputes them in
 # training batches: the same math, possibly another summation order, so agreement is to rounding.
@@ -112,12 +112,14 @@ def test_reduced_lm_head_loss_and_gradients_equal_the_models(setup, tmp_path):
     assert full.model_accepts_loss_kwargs  # so num_items_in_batch reaches the model's loss
     calls = []
     s.model.lm_head.register_forward_hook(lambda m, a, out: calls.append(out.shape))
-    for idx in ([0, 1, 2, 3], [7, 40, 41]):
+    for idx in ([0, 1, 2, 3, 4, 5, 6, 7], [7, 40, 41]):
         batch = collate([ds[i] for i in idx])
         kept = int((batch["labels"][:, 1:] != -100).sum())
         for n in (None, torch.tensor(3 * kept)):  # per-batch mean; a share of an accumulated batch
             assert_same(loss_and_grads(sparse, batch, n), loss_and_grads(full, batch, n))
-            assert calls[-2][:-1] == (kept,), "the reduced path ran the head on unlabelled positions"
+            rows, everything = calls[-2][0], batch["input_ids"].numel()
+            # the labelled positions, rounded up to a multiple of 64 (few distinct shapes), never all of them
+            assert rows == -(-kept // HEAD_ROWS_MULTIPLE) * HEAD_ROWS_MULTIPLE < everything, (rows, kept, everything)
             assert calls[-1][:-1] == batch["input_ids"].shape
     full.hooks.remove()
     sparse.hooks.remove()
@@ -180,6 +182,9 @@ def test_missing_or_corrupt_shards_are_recomputed_not_trusted(setup, tmp_path):
     (store / "index.json").write_text("{not json")
     lookup, stats = fc.prepare(s.model, s.processor.image_processor, paths, req)
     assert stats.computed == 6 and all(torch.equal(lookup(p), before[p]) for p in paths)
+    # the shards of the unreadable index were swept, not left to fill the disk unseen
+    on_disk = sum(p.stat().st_size for p in store.glob("*.safetensors"))
+    assert len(list(store.glob("*.safetensors"))) == 3 and on_disk == stats.bytes_on_disk
 
 
 def test_size_estimate_is_printed_and_the_budget_refuses_in_one_line(setup, tmp_path, capsys):
@@ -206,6 +211,7 @@ def test_when_the_cache_is_used(setup):
     assert fc.decide("auto", ["projector"], proc, tower)[0]
     assert not fc.decide("auto", ["projector", "vision_tower"], proc, tower)[0]
     assert not fc.decide("off", ["projector"], proc, tower)[0]
+    assert not fc.decide(False, ["projector"], proc, tower)[0] and fc.decide(True, ["projector"], proc, tower)[0]
     assert not fc.decide("auto", ["projector"], object(), tower)[0]  # unknown processor: maybe random
     assert fc.decide("on", ["projector"], object(), tower)[0]
     with pytest.raises(ConfigError, match="trains the vision tower"):

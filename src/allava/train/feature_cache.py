@@ -75,9 +75,11 @@ class CacheStats:
         return asdict(self)
 
 
-def decide(setting: str, train: list[str], image_processor, tower: torch.nn.Module,
+def decide(setting: str | bool, train: list[str], image_processor, tower: torch.nn.Module,
            deepspeed: str | None = None) -> tuple[bool, str]:
     """Whether a stage reads cached features, and why (said in the summary)."""
+    if isinstance(setting, bool):  # YAML reads a bare on / off as a boolean
+        setting = "on" if setting else "off"
     if setting not in SETTINGS:
         raise ConfigError(f"feature_cache must be one of {', '.join(SETTINGS)}, not {setting!r}")
     if setting == "off":
@@ -187,6 +189,7 @@ class FeatureStore:
         self._handles: dict[str, object] = {}
         self._pid = os.getpid()
         self._load()
+        self._sweep()  # the store is opened under the folder's lock
 
     # -- index ---------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -213,6 +216,15 @@ class FeatureStore:
         for name, info in self.shards.items():
             for row, key in enumerate(info["keys"]):
                 self.where[key] = (name, row)
+
+    def _sweep(self) -> None:
+        """Delete shards the index does not list and temporary files (a kill between writing a shard
+        and the index, or a dropped index): they would fill the disk unseen."""
+        for path in self.folder.glob("*.safetensors"):
+            if path.name not in self.shards:
+                path.unlink(missing_ok=True)
+        for path in self.folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
 
     def _valid(self, name: str, info: dict) -> bool:
         path = self.folder / name

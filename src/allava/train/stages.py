@@ -57,7 +57,7 @@ class StageConfig:
     deepspeed: str | None = None
     seed: int = 42
     # auto: train from cached vision features when the tower is frozen and preprocessing deterministic
-    feature_cache: str = "auto"  # auto | on | off
+    feature_cache: str | bool = "auto"  # auto | on | off
     lm_head_on_labels_only: bool = True  # run the LM head only at labelled positions (same loss)
 
 

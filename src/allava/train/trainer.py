@@ -26,6 +26,8 @@ from allava.data.tokenize import IGNORE_INDEX
 
 from allava.train.sampler import ModalityGroupedSampler
 
+HEAD_ROWS_MULTIPLE = 64
+
 MODULES: dict[str, tuple[str, ...]] = {
     "vision_tower": ("model.vision_tower.",),
     "projector": ("model.multi_modal_projector.",),
@@ -150,7 +152,14 @@ class AllavaTrainer(Trainer):
         labels = inputs.pop("labels")
         # the model's own shift (ForCausalLMLoss): position t predicts label t+1
         shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
-        keep = shifted != IGNORE_INDEX
+        keep = (shifted != IGNORE_INDEX).contiguous()
+        # round the row count up with unlabelled positions (ignored by the loss): few distinct
+        # shapes keep CPU kernel caches and the allocator from growing, as the collator's padding does
+        n_kept = int(keep.sum())
+        spare = min(keep.numel(), -(-n_kept // HEAD_ROWS_MULTIPLE) * HEAD_ROWS_MULTIPLE) - n_kept
+        if spare > 0:
+            flat = keep.view(-1)
+            flat[(~flat).nonzero().squeeze(1)[:spare]] = True
         with self.hooks.batch(inputs["input_ids"], features, keep):
             logits = model(**inputs).logits  # [n_kept, vocab]: the head ran on the kept positions only
         # the model's loss: sum / num_items_in_batch when the Trainer passes it (gradient accumulation),
