@@ -25,19 +25,32 @@ def verb(name: str, help: str):
 
 @verb("train", "two-stage training from a YAML recipe (resumes when rerun)")
 def _train(p: argparse.ArgumentParser):
-    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/allava-phi2.yaml")
+    p.add_argument("--config", required=True,
+                   help="recipe YAML, a path or a shipped name: allava-phi2, llava-v1.5-7b")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages.stage1.lr=1e-4")
     p.add_argument("--no-progress", action="store_true")
 
     def run(args) -> int:
+        from allava.config import resolve_config
         from allava.train.stages import load_recipe, run_recipe
 
-        recipe = load_recipe(args.config, args.overrides)
+        recipe = load_recipe(resolve_config(args.config), args.overrides)
+        from allava.train.preflight import check_recipe
+        from allava.train.stages import last_checkpoint
+
+        check_recipe(recipe)  # data files, image folders, a changed recipe: before any model is built
+        for name, cfg in recipe.stages.items():
+            stage_dir = Path(recipe.output_dir) / name
+            resume = last_checkpoint(stage_dir) if cfg.enabled and not (stage_dir / "summary.json").exists() else None
+            if resume:
+                print(f"{name}: resuming from {Path(resume).name} ({stage_dir})", flush=True)
         for r in run_recipe(recipe, progress=not args.no_progress):
             state = "already done" if r.skipped else f"{r.steps} steps, {r.tokens_per_s:.0f} tokens/s"
             print(f"{r.name}: {state} -> {r.model_dir}")
             if r.data.get("skipped"):
-                print(f"{r.name}: skipped invalid records: {r.data['skipped']}")
+                files = ", ".join(d.path for d in recipe.stages[r.name].data)
+                print(f"{r.name}: skipped {sum(r.data['skipped'].values())} invalid records of {files}: "
+                      f"{r.data['skipped']} (listed in {Path(r.model_dir).parent / 'summary.json'})")
         return 0
     return run
 
@@ -55,14 +68,34 @@ def _data(p: argparse.ArgumentParser):
 def _chat(p: argparse.ArgumentParser):
     p.add_argument("--model", required=True, help="checkpoint folder (ours or any llava-hf one)")
     p.add_argument("--image", help="image to talk about (omit for a text-only chat)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; above 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling share (with --temperature)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the CPU)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load the model in this dtype")
+    p.add_argument("--system", help="system prompt replacing the template's own")
 
     def run(args) -> int:
-        from allava.evaluate.generate import Answerer
-        from allava.serve.chat import Chat, run_chat
+        from allava.config import ConfigError
 
-        chat = Chat(Answerer(args.model), args.image, args.max_new_tokens)
-        run_chat(chat, interactive=sys.stdin.isatty())
+        if args.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+        if args.temperature < 0:
+            raise ConfigError(f"--temperature must not be negative, got {args.temperature}")
+        if not 0 < args.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
+        if args.image is not None and not Path(args.image).is_file():
+            raise ConfigError(f"--image {args.image}: file does not exist")
+        from allava.evaluate.generate import Answerer, check_device
+        from allava.serve.chat import Chat, banner, run_chat
+
+        if args.device:
+            check_device(args.device)
+        answerer = Answerer(args.model, dtype=args.dtype, device=args.device)
+        if args.system:
+            answerer.set_system(args.system)
+        chat = Chat(answerer, args.image, args.max_new_tokens, args.temperature, args.top_p)
+        run_chat(chat, interactive=sys.stdin.isatty(), title=banner(args.model, answerer.template, args.image))
         return 0
     return run
 
@@ -106,7 +139,7 @@ OLD_QUICKSTART_FLAGS = {
                     "--study table6|noise for the papers' ablations")
 def _quickstart(p: argparse.ArgumentParser):
     p.add_argument("--out", default="runs/quickstart", help="output folder (rerun to resume)")
-    p.add_argument("--config", help="quickstart YAML (default: configs/quickstart.yaml)")
+    p.add_argument("--config", help="quickstart YAML, a path or a shipped name (default: configs/quickstart.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.n_train_images=500")
     p.add_argument("--study", choices=("table6", "noise"),
                    help="after the default run (resumed if done): table6 = stage 2 alone vs stage 1 + 2 "
@@ -130,7 +163,11 @@ def _quickstart(p: argparse.ArgumentParser):
         from allava.studies import run_study
         from allava.studies.quickstart import load_quickstart_config, run_quickstart
 
-        cfg = load_quickstart_config(args.config, args.overrides)
+        from allava.config import resolve_config
+
+        cfg = load_quickstart_config(resolve_config(args.config) if args.config else None, args.overrides)
+        if args.qc_config:
+            args.qc_config = str(resolve_config(args.qc_config, "qc"))
         out = Path(args.out)
         if args.study is None:
             run_quickstart(out, cfg)
@@ -146,14 +183,65 @@ def _quickstart(p: argparse.ArgumentParser):
     return run
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default where it has a meaningful one (not None / False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction)) or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+DEFAULT_HELP = {
+    "no_progress": "no progress bars (the one-line summaries are still printed)",
+}
+
+
+def _walk(parser: argparse.ArgumentParser, nested: dict[str, argparse.ArgumentParser], path: str = "") -> None:
+    """Every (sub-)parser gets the defaults-showing formatter and the common helps; a sub-command
+    that needs a verb of its own (`allava data`, `allava eval`) prints its choices instead of
+    argparse's `required: data_verb`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if action.help is None and action.dest in DEFAULT_HELP:
+            action.help = DEFAULT_HELP[action.dest]
+        if isinstance(action, argparse._SubParsersAction):
+            if path:
+                action.required = False
+                nested[path] = parser
+            for name, child in action.choices.items():
+                _walk(child, nested, f"{path} {name}".strip())
+
+
+NESTED: dict[str, argparse.ArgumentParser] = {}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from allava import __version__
+
     parser = argparse.ArgumentParser(prog="allava", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"allava {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and tracebacks")
     sub = parser.add_subparsers(dest="verb", required=True)
     for name, (help, add) in VERBS.items():
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(run=add(p))
+    _walk(parser, NESTED)
     return parser
+
+
+def _missing_sub_verb(args: argparse.Namespace) -> str | None:
+    """The nested parser whose own verb was not given (None when all were)."""
+    for path, parser in NESTED.items():
+        if path == args.verb:
+            dest = next(a.dest for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            if getattr(args, dest, None) is None:
+                choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+                return f"allava {path}: choose one of: {', '.join(choices)} (allava {path} VERB -h for its options)"
+    return None
 
 
 def _quiet_libraries() -> None:
@@ -166,6 +254,10 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = _missing_sub_verb(args)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         _quiet_libraries()

@@ -9,7 +9,24 @@ import torch
 from PIL import Image
 
 from allava.data.tokenize import ConversationEncoder
+from allava.config import ConfigError
 from allava.model.build import load_checkpoint
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, in one line, before the model is loaded."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: this machine has no CUDA device "
+                              "(torch.cuda.is_available() is false); use --device cpu")
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: no such CUDA device ({torch.cuda.device_count()} present)")
+    elif device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu")
+    elif device != "cpu":
+        raise ConfigError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
 
 
 
@@ -29,6 +46,8 @@ def _rgb(image: str | Path | bytes | Image.Image) -> Image.Image:
 class Answerer:
     def __init__(self, model_dir: str | Path, max_length: int = 4096, dtype: str | None = None,
                  device: str | None = None):
+        if device:
+            check_device(device)
         self.model, self.processor, self.template = load_checkpoint(model_dir, dtype=dtype)
         if device:
             self.model.to(device)
@@ -38,7 +57,19 @@ class Answerer:
                                            self.model.config.image_seq_length, max_length)
 
     @torch.inference_mode()
-    def answer(self, questions: list[Question], max_new_tokens: int = 32) -> list[str]:
+    def set_system(self, system: str) -> None:
+        """Replace the template's system prompt (role-prefix templates; `chat --system`)."""
+        import dataclasses
+
+        from allava.data.templates import Template
+
+        if not isinstance(self.encoder.template, Template):
+            raise ConfigError(f"--system: template {self.template!r} takes its system prompt from the tokenizer")
+        self.encoder.template = dataclasses.replace(self.encoder.template, system=system.rstrip() + "\n")
+
+    def answer(self, questions: list[Question], max_new_tokens: int = 32, temperature: float = 0.0,
+               top_p: float = 1.0) -> list[str]:
+        """Greedy by default; `temperature > 0` samples (with nucleus `top_p`)."""
         prompts = [self.encoder.prompt_ids(q.conversations) for q in questions]
         n = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -52,6 +83,8 @@ class Answerer:
         ids, mask = ids.to(self.model.device), mask.to(self.model.device)
         if "pixel_values" in kwargs:
             kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.device)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                  **({"do_sample": True, "temperature": temperature, "top_p": top_p}
+                                     if temperature > 0 else {"do_sample": False}),
                                   pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **kwargs)
         return [self.tokenizer.decode(row[n:], skip_special_tokens=True).strip() for row in out]

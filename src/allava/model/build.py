@@ -26,10 +26,12 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from allava.config import ConfigError
 from allava.data.templates import get_template
 
 RECIPE_FILE = "allava_recipe.json"
 IMAGE_TOKEN = "<image>"
+DTYPES = ("float32", "bfloat16", "float16")
 PAD_TOKEN = "<pad>"
 
 
@@ -42,6 +44,23 @@ class ModelSpec:
     vision_feature_select_strategy: str = "default"  # drop CLS
     projector_hidden_act: str = "gelu"
     dtype: str = "float32"
+
+    def check(self) -> None:
+        """Refuse a bad template, dtype or missing local folder when the recipe is loaded, not
+        after both models have been built."""
+        from allava.model.paths import check_model_path
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: {self.dtype!r} is not a dtype; choose from {list(DTYPES)}")
+        if self.vision_feature_select_strategy not in ("default", "full"):
+            raise ValueError(f"vision_feature_select_strategy: {self.vision_feature_select_strategy!r}; "
+                             "choose default (drop CLS) or full")
+        try:
+            get_template(self.template)
+        except ValueError as e:
+            raise ValueError(f"template: {e}") from None
+        check_model_path(self.vision_tower, "vision_tower")
+        check_model_path(self.language_model, "language_model")
 
 
 @dataclass
@@ -94,12 +113,26 @@ def num_image_tokens(vision: torch.nn.Module, strategy: str = "default") -> int:
     return n - 1 if strategy == "default" else n
 
 
+def _fetch(load, name: str, what: str):
+    """`load(name)`, with a hub or network failure turned into one line naming the model."""
+    from allava.model.paths import check_model_path, hub_error, looks_local
+
+    check_model_path(name, what)
+    try:
+        return load(name)
+    except OSError as e:
+        if looks_local(name):
+            raise
+        raise hub_error(name, what, e) from None
+
+
 def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Join a pretrained vision tower and LM; only the projector starts from random init."""
     dtype = getattr(torch, spec.dtype)
-    tokenizer = _prepare_tokenizer(spec.language_model)
-    vision = _load_vision_tower(spec.vision_tower, dtype)
-    lm = AutoModelForCausalLM.from_pretrained(spec.language_model, dtype=dtype)
+    tokenizer = _fetch(_prepare_tokenizer, spec.language_model, "model.language_model")
+    vision = _fetch(lambda n: _load_vision_tower(n, dtype), spec.vision_tower, "model.vision_tower")
+    lm = _fetch(lambda n: AutoModelForCausalLM.from_pretrained(n, dtype=dtype), spec.language_model,
+                "model.language_model")
     config = LlavaConfig(
         vision_config=vision.config.to_dict(),
         text_config=lm.config.to_dict(),
@@ -145,12 +178,23 @@ def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> No
 
 def load_checkpoint(path: str | Path, dtype: str | None = None):
     """Load a saved checkpoint (ours or any llava-hf one). Returns model, processor, template name."""
+    from allava.model.paths import check_model_path, hub_error, looks_local
+
+    name = str(path)
+    check_model_path(name, "--model")
     path = Path(path)
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"--dtype: {dtype!r} is not a dtype; choose from {list(DTYPES)}")
     kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    model = LlavaForConditionalGeneration.from_pretrained(path, **kwargs)
-    processor = AutoProcessor.from_pretrained(path)
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(path if looks_local(name) else name, **kwargs)
+        processor = AutoProcessor.from_pretrained(path if looks_local(name) else name)
+    except OSError as e:
+        if looks_local(name):
+            raise
+        raise hub_error(name, "--model", e) from None
     processor.tokenizer.padding_side = "left"
     recipe = Recipe.load(path) if path.exists() else None
     template = recipe.spec.template if recipe else "vicuna_v1"

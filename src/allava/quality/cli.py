@@ -13,7 +13,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "qc" / "defau
 def add_qc_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="RECORDS",
                    help="LLaVA JSON/JSONL or synthesis records.jsonl; or `compare A B` with two QC output folders")
-    p.add_argument("--config", default=None, help=f"QC YAML (default: {DEFAULT_CONFIG.name} in configs/qc/)")
+    p.add_argument("--config", default=None, help=f"QC YAML: a path or a shipped name, cheap or default (default: {DEFAULT_CONFIG.stem})")
     p.add_argument("--out", default=None, help="output folder (default: runs/qc/<records name>)")
     p.add_argument("--image-folder", default=None,
                    help="folder image paths are relative to (default: the records' folder, or its images/)")

@@ -5,6 +5,8 @@ the op's settings, checked against its `Settings` dataclass (a typo is an error,
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,12 @@ def build_op(entry: dict[str, Any], where: str) -> OpSpec:
     if name not in OPS:
         raise ConfigError(f"{where}: unknown op {name!r}; known: {sorted(OPS)}")
     cls = OPS[name]
+    known = sorted(set(RESERVED) | {f.name for f in dataclasses.fields(cls.Settings)})
+    unknown = sorted(set(map(str, entry)) - set(known))
+    if unknown:
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, known, n=1))]
+        did = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"{where} ({name}): unknown keys {unknown}{did}; known: {known}")
     settings = from_dict(cls.Settings, {k: v for k, v in entry.items() if k not in RESERVED}, where)
     for key, what in cls.required.items():
         if getattr(settings, key, None) in (None, ""):
@@ -100,4 +108,5 @@ def parse_config(raw: dict[str, Any], source: str = "") -> QCConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> QCConfig:
-    return parse_config(load_yaml(path, overrides), str(path))
+    """A path, or a shipped QC config by name (`cheap`, `default`: configs/qc/)."""
+    return parse_config(load_yaml(path, overrides, shipped="qc"), str(path))

@@ -175,6 +175,27 @@ def _compute_stats(records_path: str | Path, specs: list[OpSpec], cache: StatsCa
     return run
 
 
+def check_thresholds(run: QCRun) -> None:
+    """A threshold on a stat its op never produced would filter nothing: refuse it, naming the op's
+    stats (ops do not declare them, so this is checked on the computed numbers, before any decision)."""
+    import difflib
+
+    from allava.config import ConfigError
+
+    for i, s in enumerate(run.specs):
+        seen: set[str] = set()
+        for st in run.stats:
+            seen.update((st.get(s.label) or {}).keys())
+        if not seen:
+            continue  # the op computed nothing here (e.g. image ops on text-only data)
+        for t in s.thresholds:
+            if t.stat not in seen:
+                close = difflib.get_close_matches(t.stat, sorted(seen), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"ops[{i}] ({s.label}): no stat {t.stat!r} to threshold{hint} "
+                                  f"its stats: {', '.join(sorted(seen))}")
+
+
 def decide(run: QCRun) -> None:
     """Thresholds in op order; the first failure is the reason. Ops with `select` (balance) see only survivors."""
     decisions: list[Decision | None] = [None] * len(run.ids)
@@ -231,9 +252,11 @@ def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path
     """The whole run: stats (cached), decisions, outputs and report. `cache_path="default"` = OUT/cache.sqlite.
 
     `plots=False` skips the PNGs (matplotlib is most of a small run's time)."""
+    from allava.quality.reader import resolve_image_folder
     from allava.quality.report import write_report
 
     t0 = time.perf_counter()
+    image_folder = resolve_image_folder(records_path, image_folder)  # before any output: nothing half-written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = StatsCache(out / "cache.sqlite" if cache_path == "default" else cache_path)
@@ -244,6 +267,7 @@ def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path
         for s in cfg.ops:
             s.op.close()
     run.out_dir = out
+    check_thresholds(run)
     decide(run)
     write_outputs(run, image_folder, cfg.examples)
     for p in run.problems[:20]:

@@ -29,6 +29,46 @@ def default_image_folder(path: str | Path) -> Path:
     return parent / "images" if (parent / "images").is_dir() else parent
 
 
+SAMPLE = 200  # image records looked at to choose (or check) the image folder
+
+
+def resolve_image_folder(path: str | Path, given: str | Path | None) -> Path:
+    """The folder image paths are relative to, checked against the data before anything is computed.
+
+    Without `--image-folder`, the file's folder and its `images/` are both tried on the first image
+    records and the one where they exist wins: a synthesis `records.jsonl` writes `images/x.png`
+    relative to its run folder, the quickstart world `x.png` relative to `images/`. When none of
+    them is found, QC would remove every record as undecodable: that is refused here instead.
+    """
+    from allava.config import ConfigError
+
+    if given is not None:
+        folder = Path(given)
+        if not folder.is_dir():
+            raise ConfigError(f"--image-folder {given}: folder does not exist" if not folder.exists()
+                              else f"--image-folder {given}: not a folder")
+        candidates = [folder]
+    else:
+        parent = Path(path).resolve().parent
+        candidates = [parent] + ([parent / "images"] if (parent / "images").is_dir() else [])
+    images: list[str] = []
+    for rec, _ in iter_qc_records(path, candidates[0], check_images="none"):
+        if rec is not None and isinstance(rec.image, str) and rec.image.strip():
+            images.append(rec.image)
+            if len(images) >= SAMPLE:
+                break
+    if not images:
+        return candidates[-1] if given is None and len(candidates) > 1 and not images else candidates[0]
+    found = [sum((c / p).is_file() for p in images) for c in candidates]
+    best = max(range(len(candidates)), key=lambda i: found[i])
+    if found[best] == 0:
+        where = " or ".join(str(c) for c in candidates)
+        fix = "check --image-folder" if given is not None else "pass --image-folder DIR"
+        raise ConfigError(f"{path}: none of the first {len(images)} images found under {where} "
+                          f"(e.g. {images[0]}); {fix}")
+    return candidates[best]
+
+
 def content_hash(obj: dict[str, Any], image_file: Path | None) -> str:
     """What the stats depend on: the record's content and its image file's identity (size, mtime)."""
     h = hashlib.sha256(json.dumps({"image": obj.get("image"), "conversations": obj.get("conversations"),
@@ -66,9 +106,10 @@ def _synthesis_records(obj: dict[str, Any], tasks: dict[str, Any]) -> list[dict[
     return out
 
 
-def iter_qc_records(path: str | Path, image_folder: str | Path | None = None
+def iter_qc_records(path: str | Path, image_folder: str | Path | None = None, check_images: str = "exists"
                     ) -> Iterator[tuple[QCRecord | None, Problem | None]]:
-    """Yield `(record, None)` or `(None, problem)` for every entry, in file order."""
+    """Yield `(record, None)` or `(None, problem)` for every entry, in file order. A record whose
+    image is missing is a problem of its own kind (`image_not_found`), not an undecodable image."""
     folder = Path(image_folder) if image_folder is not None else default_image_folder(path)
     tasks: dict[str, Any] = {}
     for pos, obj, problem in iter_raw(path):
@@ -88,7 +129,7 @@ def iter_qc_records(path: str | Path, image_folder: str | Path | None = None
             objs = [obj]
         for rec in objs:
             normalize_id(rec)
-            reasons = check_record(rec, folder, "none")
+            reasons = check_record(rec, folder, check_images)
             if reasons:
                 yield None, Problem(str(rec.get("id", rid)), "; ".join(m for _, m in reasons), line,
                                     tuple(k for k, _ in reasons))

@@ -13,13 +13,17 @@ from PIL import Image
 
 from allava.evaluate.generate import Answerer, Question
 
-HELP = "commands: /image PATH (new image, new conversation), /reset, /quit"
+HELP = "commands: /image PATH (new image, new conversation), /reset, /help, /quit; Ctrl-C stops an answer"
+COMMANDS = ("/image", "/reset", "/help", "/quit", "/exit")
 
 
 class Chat:
-    def __init__(self, answerer: Answerer, image: str | Path | None = None, max_new_tokens: int = 256):
+    def __init__(self, answerer: Answerer, image: str | Path | None = None, max_new_tokens: int = 256,
+                 temperature: float = 0.0, top_p: float = 1.0):
         self.answerer = answerer
         self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
         self.set_image(image)
 
     def set_image(self, image: str | Path | None) -> None:
@@ -32,34 +36,67 @@ class Chat:
     def ask(self, text: str) -> str:
         value = f"<image>\n{text}" if self.image is not None and not self.history else text
         self.history.append({"from": "human", "value": value})
-        reply = self.answerer.answer([Question(self.history, self.image)], self.max_new_tokens)[0]
+        try:
+            reply = self.answerer.answer([Question(self.history, self.image)], self.max_new_tokens,
+                                         self.temperature, self.top_p)[0]
+        except BaseException:
+            self.history.pop()  # an interrupted or failed question leaves the history as it was
+            raise
         self.history.append({"from": "gpt", "value": reply})
         return reply
 
 
-def run_chat(chat: Chat, inp: TextIO = sys.stdin, out: TextIO = sys.stdout, interactive: bool = True) -> None:
+def banner(model: str, template: str, image: str | Path | None) -> str:
+    return f"model {model} (template {template}); image: {image or 'none (text-only chat)'}"
+
+
+def run_chat(chat: Chat, inp: TextIO | None = None, out: TextIO | None = None, interactive: bool = True,
+             title: str | None = None) -> None:
+    """The loop. Ctrl-C during an answer drops that answer and returns to the prompt; at the
+    prompt (or end of input) it ends the chat. Lines starting with `/` are commands, never text."""
+    inp, out = inp or sys.stdin, out or sys.stdout  # looked up per call: tests and wrappers swap them
+    if title:
+        print(title, file=out if interactive else sys.stderr)
     if interactive:
         print(HELP, file=out)
     while True:
         if interactive:
             print("you> ", end="", file=out, flush=True)
-        line = inp.readline()
+        try:
+            line = inp.readline()
+        except KeyboardInterrupt:
+            print("", file=out)
+            break
         if not line:
             break
         line = line.strip()
         if not line:
             continue
-        if line in ("/quit", "/exit"):
-            break
-        if line == "/reset":
-            chat.set_image(chat.image)
-            print("(conversation cleared)", file=out)
+        if line.startswith("/"):
+            command, _, arg = line.partition(" ")
+            arg = arg.strip()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                chat.set_image(chat.image)
+                print("(conversation cleared)", file=out)
+            elif command == "/help":
+                print(HELP, file=out)
+            elif command == "/image":
+                if not arg:
+                    print("(usage: /image PATH)", file=out)
+                    continue
+                try:
+                    chat.set_image(arg)
+                    print(f"(new image {arg}, new conversation)", file=out)
+                except (OSError, ValueError) as e:
+                    print(f"(cannot open image: {e})", file=out)
+            else:
+                print(f"(unknown command {command}; {HELP})", file=out)
             continue
-        if line.startswith("/image "):
-            try:
-                chat.set_image(line.split(" ", 1)[1].strip())
-                print("(new image, new conversation)", file=out)
-            except (OSError, ValueError) as e:
-                print(f"(cannot open image: {e})", file=out)
+        try:
+            reply = chat.ask(line)
+        except KeyboardInterrupt:
+            print("\n(answer stopped; ask again or /quit)", file=out, flush=True)
             continue
-        print(f"assistant> {chat.ask(line)}", file=out, flush=True)
+        print(f"assistant> {reply}", file=out, flush=True)

@@ -60,6 +60,12 @@ class StageConfig:
     feature_cache: str | bool = "auto"  # auto | on | off
     lm_head_on_labels_only: bool = True  # run the LM head only at labelled positions (same loss)
 
+    def check(self) -> None:
+        """Value rules (batch sizes, modules, deepspeed...), checked when the recipe is read."""
+        from allava.train.preflight import check_stage
+
+        check_stage(self)
+
 
 @dataclass
 class TrainRecipe:

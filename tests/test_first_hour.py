@@ -1,0 +1,166 @@
+"""Issue 12: a new user's mistakes, each made through the CLI, end in one line and the right exit
+code, and nothing is dropped or mixed quietly. In-process (`allava.cli.main`) to stay fast."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from allava.cli import main
+from tests.test_train import write_recipe
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `allava ARGV`; returns (exit code, stdout, stderr) with SystemExit (argparse) folded in."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def recipe(tmp_path, backbones, tiny_data) -> Path:
+    return write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run")
+
+
+# --- dotted overrides and types (allava.config: train, quickstart, qc) ---------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.stage1.data.9.path=x", "stages.stage1.data: index 9 out of range (2 entries)"),
+    ("stages.stage1.data.foo.path=x", "stages.stage1.data: 'foo' is not an index of the list (2 entries"),
+    ("stages.stage1.lr.x=1", "stages.stage1.lr: is a value (0.002), not a section; cannot set 'x'"),
+    ("stages.stage1.train=projector", "stages.stage1.train: expected a list"),
+    ("stages.stage1.train=[projector, vision]", "stages.stage1.train: unknown modules to train ['vision']"),
+    ("stages.stage1.gradient_checkpointing=maybe", "stages.stage1.gradient_checkpointing: expected true/false, got 'maybe'"),
+    ("stages.stage1.per_device_batch_size=0", "stages.stage1.per_device_batch_size: must be at least 1, got 0"),
+    ("stages.stage1.global_batch_size=50", "stages.stage1.global_batch_size: 50 is not a multiple of per_device_batch_size 4"),
+    ("stages.stage1.deepspeed=configs/deepspeed/zero1.json", "DeepSpeed is not installed"),
+    ("model.template=vicuna", "model.template: unknown template 'vicuna'"),
+    ("model.dtype=float33", "model.dtype: 'float33' is not a dtype"),
+    ("model.language_model=/no/such/lm", "model.language_model: folder /no/such/lm does not exist"),
+])
+def test_train_config_mistakes_are_one_line(capsys, recipe, override, message):
+    if "deepspeed" in override:
+        pytest.importorskip("torch")
+        import importlib.util
+        if importlib.util.find_spec("deepspeed") is not None:
+            pytest.skip("DeepSpeed is installed here")
+    code, _, err = cli(capsys, "train", "--config", str(recipe), override)
+    assert code == 2 and message in one_line(err) and one_line(err).startswith("allava train: error: ")
+
+
+def test_quickstart_and_qc_share_the_override_errors(capsys, tmp_path, tiny_data):
+    code, _, err = cli(capsys, "quickstart", "--out", str(tmp_path / "q"), "stages.stage1.data.9.path=x")
+    assert code == 2 and "stages.stage1.data: index 9 out of range" in one_line(err)
+    code, _, err = cli(capsys, "qc", tiny_data["vqa"], "--config", "cheap", "--out", str(tmp_path / "qc"),
+                       "--set", "ops.99.min=1")
+    assert code == 2 and "ops: index 99 out of range" in one_line(err)
+    assert not (tmp_path / "qc").exists()
+
+
+def test_train_missing_data_file_and_image_folder_fail_before_any_model(capsys, recipe, tmp_path):
+    code, _, err = cli(capsys, "train", "--config", str(recipe), f"stages.stage1.data.0.path={tmp_path / 'nope.jsonl'}")
+    assert code == 2 and f"stages.stage1.data.0.path: file {tmp_path / 'nope.jsonl'} does not exist" in one_line(err)
+    code, _, err = cli(capsys, "train", "--config", str(recipe), f"stages.stage2.data.0.image_folder={tmp_path / 'imgs'}")
+    assert code == 2 and "stages.stage2.data.0.image_folder: folder" in one_line(err) and "does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_source_that_lost_its_images_or_is_an_object(capsys, recipe, tmp_path, tiny_data):
+    code, _, err = cli(capsys, "train", "--config", str(recipe), f"stages.stage2.data.0.image_folder={tmp_path}")
+    assert code == 2 and "stages.stage2.data.0: none of its 24 images found under" in one_line(err)
+    obj = tmp_path / "obj.json"
+    obj.write_text(json.dumps({"id": "x", "conversations": []}))
+    code, _, err = cli(capsys, "train", "--config", str(recipe), f"stages.stage2.data.1.path={obj}")
+    assert code == 2 and "top level is a dict, expected a JSON array" in one_line(err)
+
+
+def test_configs_by_name_and_version(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "qc", "x.jsonl", "--config", "cheep")
+    assert code == 2 and "cheep: no such config file; shipped configs" in one_line(err) and "cheap" in err
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("allava ")
+
+
+@pytest.mark.parametrize("verb", ["data", "eval", "synth"])
+def test_a_verb_without_its_sub_verb_lists_them(capsys, verb):
+    code, _, err = cli(capsys, verb)
+    assert code == 2 and f"allava {verb}: choose one of:" in one_line(err)
+
+
+def test_help_shows_defaults_and_no_progress(capsys):
+    code, out, _ = cli(capsys, "train", "-h")
+    assert code == 0 and "no progress bars" in out
+    code, out, _ = cli(capsys, "chat", "-h")
+    assert "(default: 256)" in out
+
+
+# --- chat and missing model folders --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(backbones, tmp_path_factory) -> str:
+    from allava.model.build import ModelSpec, Recipe, build_model, save_checkpoint
+
+    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="plain")
+    model, processor = build_model(spec)
+    out = tmp_path_factory.mktemp("ckpt") / "final"
+    save_checkpoint(model, processor, Recipe(spec=spec), out)
+    return str(out)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "/no/such/model"], "--model: folder /no/such/model does not exist"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+])
+def test_chat_mistakes_are_one_line(capsys, checkpoint, argv, message):
+    argv = argv if "--model" in argv else ["--model", checkpoint, *argv]
+    code, _, err = cli(capsys, "chat", *argv)
+    assert code == 2 and message in one_line(err)
+
+
+def test_chat_device_without_cuda(capsys, checkpoint):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = cli(capsys, "chat", "--model", checkpoint, "--device", "cuda")
+    assert code == 2 and "--device cuda: this machine has no CUDA device" in one_line(err)
+
+
+def test_chat_commands_ctrl_c_and_banner(capsys, checkpoint, monkeypatch, tiny_data):
+    import io
+    import sys
+
+    from allava.evaluate.generate import Answerer
+
+    calls = {"n": 0}
+    real = Answerer.answer
+
+    def answer(self, questions, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the first answer
+        return real(self, questions, *a, **kw)
+
+    monkeypatch.setattr(Answerer, "answer", answer)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first?\n/image\n/frobnicate\nsecond?\n"))
+    image = str(Path(tiny_data["images"]) / "0.png")
+    code, out, err = cli(capsys, "chat", "--model", checkpoint, "--image", image, "--max-new-tokens", "2",
+                         "--temperature", "0.7", "--system", "Be brief.")
+    assert code == 0, err
+    assert "(answer stopped; ask again or /quit)" in out and "(usage: /image PATH)" in out
+    assert "(unknown command /frobnicate" in out and out.count("assistant>") == 1
+    assert f"model {checkpoint} (template plain); image: {image}" in err
