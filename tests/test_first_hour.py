@@ -164,3 +164,61 @@ def test_chat_commands_ctrl_c_and_banner(capsys, checkpoint, monkeypatch, tiny_d
     assert "(answer stopped; ask again or /quit)" in out and "(usage: /image PATH)" in out
     assert "(unknown command /frobnicate" in out and out.count("assistant>") == 1
     assert f"model {checkpoint} (template plain); image: {image}" in err
+
+
+# --- qc: image folders, synthesis records, typos ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory) -> Path:
+    from allava.cli import main as allava
+
+    out = tmp_path_factory.mktemp("synth") / "run"
+    assert allava(["synth", "allava-laion", "--images", "scenes:4", "--out", str(out), "--teacher", "scene",
+                   "--no-progress"]) == 0
+    return out
+
+
+def test_qc_on_synthesis_records_finds_their_images(capsys, synth_run, tmp_path):
+    code, out, err = cli(capsys, "qc", str(synth_run / "records.jsonl"), "--config", "cheap", "--out",
+                         str(tmp_path / "qc"), "--no-plots", "--no-progress")
+    assert code == 0, err
+    kept = (tmp_path / "qc" / "kept.jsonl").read_text().splitlines()
+    removed = [json.loads(x)["qc"] for x in (tmp_path / "qc" / "removed.jsonl").read_text().splitlines()]
+    assert len(kept) >= 4 and not any(r["stat"] == "decodable" for r in removed)
+
+
+def test_qc_refuses_a_missing_or_wrong_image_folder(capsys, tiny_data, tmp_path):
+    code, _, err = cli(capsys, "qc", tiny_data["vqa"], "--config", "cheap", "--out", str(tmp_path / "a"),
+                       "--image-folder", str(tmp_path / "nope"))
+    assert code == 2 and f"--image-folder {tmp_path / 'nope'}: folder does not exist" in one_line(err)
+    code, _, err = cli(capsys, "qc", tiny_data["vqa"], "--config", "cheap", "--out", str(tmp_path / "b"),
+                       "--image-folder", str(tmp_path))
+    assert code == 2 and "none of the first 24 images found under" in one_line(err) and "check --image-folder" in err
+    moved = tmp_path / "elsewhere" / "vqa.jsonl"
+    moved.parent.mkdir()
+    moved.write_text(Path(tiny_data["vqa"]).read_text())
+    code, _, err = cli(capsys, "qc", str(moved), "--config", "cheap", "--out", str(tmp_path / "c"))
+    assert code == 2 and "pass --image-folder DIR" in one_line(err)
+    assert not any((tmp_path / x).exists() for x in "abc")
+
+
+def test_qc_counts_a_missing_image_as_its_own_reason(capsys, tiny_data, tmp_path):
+    lines = Path(tiny_data["vqa"]).read_text().splitlines()
+    gone = json.loads(lines[0]) | {"id": "gone", "image": "no-such.png"}
+    data = tmp_path / "vqa.jsonl"
+    data.write_text("\n".join(lines + [json.dumps(gone)]) + "\n")
+    code, out, _ = cli(capsys, "qc", str(data), "--config", "cheap", "--image-folder", tiny_data["images"],
+                       "--out", str(tmp_path / "qc"), "--no-plots", "--no-progress")
+    assert code == 0 and "qc: bad input gone (line 25): image not found: no-such.png" in out
+    assert "image_not_found" in (tmp_path / "qc" / "problems.jsonl").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ops.0.thresholds.sharpnes.min=1", "ops[0] (image_readability): no stat 'sharpnes' to threshold; did you mean 'sharpness'?"),
+    ("ops.1.maxx=3", "ops[1] (image_dedup): unknown keys ['maxx'] (did you mean 'maxx' -> 'max'?)"),
+])
+def test_qc_typos_are_refused(capsys, tiny_data, tmp_path, override, message):
+    code, _, err = cli(capsys, "qc", tiny_data["vqa"], "--config", "cheap", "--image-folder", tiny_data["images"],
+                       "--out", str(tmp_path / "qc"), "--set", override, "--no-plots", "--no-progress")
+    assert code == 2 and message in one_line(err)
+    assert not (tmp_path / "qc" / "kept.jsonl").exists()
