@@ -222,3 +222,86 @@ def test_qc_typos_are_refused(capsys, tiny_data, tmp_path, override, message):
                        "--out", str(tmp_path / "qc"), "--set", override, "--no-plots", "--no-progress")
     assert code == 2 and message in one_line(err)
     assert not (tmp_path / "qc" / "kept.jsonl").exists()
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bench(tmp_path) -> Path:
+    """A synthetic benchmark of 3 abilities, 10 questions each, sorted by ability (as files often are)."""
+    from PIL import Image
+
+    root = tmp_path / "world"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 20, 20)).save(root / "images" / "a.png")
+    items = [{"id": f"{ab}{i}", "question": "what colour?", "image": "a.png", "answer": "red", "ability": ab}
+             for ab in ("colour", "count", "shape") for i in range(10)]
+    (root / "bench.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    (root / "bench_meta.json").write_text(json.dumps({"abilities": {a: {"chance": 0.25} for a in ("colour", "count", "shape")}}))
+    return root
+
+
+def test_eval_score_with_partial_predictions_warns_and_records_coverage(capsys, bench, tmp_path):
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps({"question_id": f"colour{i}", "text": "red"}) + "\n" for i in range(3)))
+    code, out, err = cli(capsys, "eval", "score", "--benchmark", "synthetic", "--data", str(bench), "--predictions", str(pred))
+    assert code == 0
+    assert "allava eval: warning: synthetic: 3 of 30 questions answered (10.0%); the score covers only those" in err
+    saved = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert saved["coverage"] == {"answered": 3, "questions": 30, "share": 0.1}
+    assert json.loads(out)["coverage"]["answered"] == 3
+
+
+def test_eval_run_limit_is_stratified_and_says_so(capsys, bench, checkpoint, tmp_path):
+    code, out, err = cli(capsys, "eval", "run", "--model", checkpoint, "--benchmark", "synthetic", "--data", str(bench),
+                         "--out", str(tmp_path / "run"), "--limit", "6", "--no-progress", "--max-new-tokens", "2")
+    assert code == 0, err
+    assert "--limit 6: 6 of 30 questions, interleaved over ability" in err
+    ids = [json.loads(x)["question_id"] for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(ids) == ["colour0", "colour1", "count0", "count1", "shape0", "shape1"]
+    assert out.strip().startswith("synthetic: synthetic ") and "on 6 of 6 questions" in out
+
+
+def test_eval_run_refuses_a_second_run_into_the_same_folder(capsys, bench, checkpoint, tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = open(out / ".lock", "a+")
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    holder.write("pid 4242")
+    holder.flush()
+    code, _, err = cli(capsys, "eval", "run", "--model", checkpoint, "--benchmark", "synthetic", "--data", str(bench),
+                       "--out", str(out), "--no-progress")
+    assert code == 2 and "another `allava eval run` is writing there (pid 4242)" in one_line(err)
+    holder.close()
+
+
+def test_eval_run_mistakes(capsys, bench, checkpoint, tmp_path):
+    import torch
+
+    code, _, err = cli(capsys, "eval", "run", "--model", str(tmp_path / "nope"), "--benchmark", "synthetic",
+                       "--data", str(bench), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"--model: folder {tmp_path / 'nope'} does not exist" in one_line(err)
+    if not torch.cuda.is_available():
+        code, _, err = cli(capsys, "eval", "run", "--model", checkpoint, "--benchmark", "synthetic",
+                           "--data", str(bench), "--out", str(tmp_path / "r"), "--device", "cuda")
+        assert code == 2 and "--device cuda: this machine has no CUDA device" in one_line(err)
+
+
+def test_eval_report_keeps_stage1_and_stage2_apart(capsys, tmp_path):
+    runs = []
+    for stage, value in (("stage1", 20.0), ("stage2", 30.0)):
+        run = tmp_path / f"eval-{stage}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"benchmark": "synthetic", "model": f"runs/q/{stage}/final",
+                                                      "headline": {"synthetic": value}, "convention": "c"}))
+        runs.append(str(run))
+    code, out, _ = cli(capsys, "eval", "report", *runs)
+    assert code == 0 and "| stage1/final | 20.0 |" in out and "| stage2/final | 30.0 |" in out
+
+
+def test_textvqa_noocr_lists_its_own_convention(capsys):
+    code, out, _ = cli(capsys, "eval", "list")
+    block = out.split("textvqa-noocr\n", 1)[1].split("\n\n")[0]
+    assert code == 0 and "without OCR tokens" in block.splitlines()[1]

@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"allava {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `allava ... | head`: the reader left; files are already written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"allava {args.verb}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -24,8 +24,9 @@ def add_eval_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--model", required=True, help="checkpoint folder (ours or any llava-hf one)")
     _common(r)
     r.add_argument("--out", required=True, help="run folder: predictions.jsonl, metrics.json, answer cache")
-    r.add_argument("--limit", type=int, help="first N questions only (smoke tests)")
-    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--limit", type=int, help="N questions only, interleaved over the benchmark's groups "
+                   "(ability, category, split) so every group is in the subset (smoke tests)")
+    r.add_argument("--batch-size", type=int, default=8, help="questions generated together")
     r.add_argument("--max-new-tokens", type=int, help="default: the benchmark's own (128, 1024 for open answers)")
     r.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load the model in this dtype")
     r.add_argument("--device", help="e.g. cuda, cuda:1 (default: where the model loads, the CPU)")
@@ -33,6 +34,7 @@ def add_eval_parser(p: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("score", help="score an existing predictions file (LLaVA answer format), no model")
     _common(s)
+    s.add_argument("--out", help="metrics file to write (default: <predictions>.metrics.json beside it)")
     s.add_argument("--predictions", required=True, help="answers: LLaVA JSONL (question_id, text), lmms-eval "
                    "--log_samples JSONL, or a VLMEvalKit .xlsx/.tsv with a prediction column (found by content)")
 
@@ -49,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="the benchmark's released files (folder or file)")
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint for judge-scored benchmarks")
     p.add_argument("--judge-model", help="judge model name (e.g. gpt-4-0613); enables the judge")
-    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
     p.add_argument("--letter-rules", help="multiple-choice letter extraction (MMBench, SEED): vlmevalkit (current, "
                    "default), vlmevalkit-2025-08 or vlmevalkit-2024 (the rules older papers' numbers used)")
 
@@ -57,17 +59,38 @@ def _common(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     if args.eval_verb == "run":
         metrics = cmd_run(args)
-        print(json.dumps({"benchmark": metrics["benchmark"], **metrics["headline"],
-                          "out": str(args.out)}))
+        print(headline_line(metrics, Path(args.out) / "metrics.json"))
         return 0
     if args.eval_verb == "score":
-        print(json.dumps(cmd_score(args), indent=2))
+        metrics = cmd_score(args)
+        print(json.dumps(metrics, indent=2))
+        print(f"metrics: {metrics['metrics_file']}", file=sys.stderr)
         return 0
     if args.eval_verb == "list":
         print(cmd_list())
         return 0
     print(cmd_report([Path(r) for r in args.runs], conventions=args.conventions))
     return 0
+
+
+def headline_line(metrics: dict[str, Any], path: Path) -> str:
+    """One line, every number labelled with its unit: the headline as the anchors print it (percent,
+    or MME's score sum) and the coverage as counts."""
+    c = metrics.get("coverage") or {}
+    heads = ", ".join(f"{k} {v}" for k, v in metrics["headline"].items())
+    cov = f" on {c['answered']} of {c['questions']} questions" if c else ""
+    sub = f" (--limit: {metrics['limit']['note']})" if metrics.get("limit") else ""
+    return f"{metrics['benchmark']}: {heads} (headline as the anchor reports it){cov}{sub} -> {path}"
+
+
+def _coverage(bench, samples: list, answers: dict[str, str]) -> dict[str, Any]:
+    """How many of the benchmark's questions the score covers; a warning when not all."""
+    answered = sum(1 for s in samples if s.question_id in answers)
+    cov = {"answered": answered, "questions": len(samples), "share": round(answered / max(1, len(samples)), 4)}
+    if answered < len(samples):
+        print(f"allava eval: warning: {bench.name}: {answered} of {len(samples)} questions answered "
+              f"({100 * cov['share']:.1f}%); the score covers only those (metrics.json: coverage)", file=sys.stderr)
+    return cov
 
 
 def cmd_list() -> str:
@@ -134,34 +157,74 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
     for flag in ("limit", "batch_size", "max_new_tokens"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.device:
+        from allava.evaluate.generate import check_device
+
+        check_device(args.device)
+    from allava.model.paths import check_model_path
+
+    check_model_path(str(args.model), "--model")
     bench, samples = _load(args)
+    limit = None
     if args.limit:
+        total = len(samples)
+        key = bench.stratum(samples)
         samples = bench.limit(samples, args.limit)
+        note = (f"{len(samples)} of {total} questions, interleaved over {key}" if key
+                else f"the first {len(samples)} of {total} questions")
+        limit = {"n": args.limit, "questions": len(samples), "of": total, "stratified_by": key, "note": note}
+        print(f"allava eval: --limit {args.limit}: {note}", file=sys.stderr)
     fp = model_fingerprint(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = GenerationSettings(args.max_new_tokens or bench.max_new_tokens, dtype=args.dtype)
-
-    def load_model():
-        from allava.evaluate.generate import Answerer
-
-        return Answerer(args.model, dtype=args.dtype, device=args.device).answer
-
-    judge = _judge(args, bench, out)  # before generating: a missing judge fails fast
-    store = AnswerStore(out / CACHE_FILE)
+    lock = _lock(out)
     try:
-        answers, rep = generate(bench, samples, answer_fn or load_model, store, fp, settings, args.batch_size,
-                                progress=not args.no_progress)
+        settings = GenerationSettings(args.max_new_tokens or bench.max_new_tokens, dtype=args.dtype)
+
+        def load_model():
+            from allava.evaluate.generate import Answerer
+
+            return Answerer(args.model, dtype=args.dtype, device=args.device).answer
+
+        judge = _judge(args, bench, out)  # before generating: a missing judge fails fast
+        store = AnswerStore(out / CACHE_FILE)
+        try:
+            answers, rep = generate(bench, samples, answer_fn or load_model, store, fp, settings, args.batch_size,
+                                    progress=not args.no_progress)
+        finally:
+            store.close()
+        write_predictions(out / "predictions.jsonl", samples, answers, Path(args.model).name)
+        metrics = {"benchmark": bench.name, "model": str(args.model), "model_fingerprint": fp, "data": str(args.data),
+                   **bench.score(samples, answers, judge), "coverage": _coverage(bench, samples, answers),
+                   **({"limit": limit} if limit else {}),
+                   "generation": {"max_new_tokens": settings.max_new_tokens, "greedy": True, "dtype": settings.dtype,
+                                  "batch_size": args.batch_size, "generated": rep.generated, "cached": rep.cached,
+                                  "answers_per_s": round(rep.answers_per_s, 3)}}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     finally:
-        store.close()
-    write_predictions(out / "predictions.jsonl", samples, answers, Path(args.model).name)
-    metrics = {"benchmark": bench.name, "model": str(args.model), "model_fingerprint": fp, "data": str(args.data),
-               **bench.score(samples, answers, judge),
-               "generation": {"max_new_tokens": settings.max_new_tokens, "greedy": True, "dtype": settings.dtype,
-                              "batch_size": args.batch_size, "generated": rep.generated, "cached": rep.cached,
-                              "answers_per_s": round(rep.answers_per_s, 3)}}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        lock.close()
     return metrics
+
+
+def _lock(out: Path):
+    """An exclusive lock on OUT for the run's lifetime: two runs into one folder would interleave
+    the answer cache and overwrite each other's predictions. Released when the process ends."""
+    import fcntl
+
+    fh = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ConfigError(f"{out}: another `allava eval run` is writing there ({holder}); wait for it "
+                          "or use another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,9 +237,14 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"{args.predictions}: no question_id matches {bench.name} questions in {args.data} "
                           f"(read as a {fmt} answer file)")
     judge = _judge(args, bench, Path(args.predictions).parent)
-    return {"benchmark": bench.name, "predictions": str(args.predictions), "answer_format": fmt,
-            "answers_read": len(rows), "answers_matched": len(answers), "data": str(args.data),
-            **bench.score(samples, answers, judge)}
+    pred = Path(args.predictions)
+    path = Path(args.out) if getattr(args, "out", None) else pred.with_name(pred.stem + ".metrics.json")
+    metrics = {"benchmark": bench.name, "predictions": str(args.predictions), "answer_format": fmt,
+               "answers_read": len(rows), "answers_matched": len(answers), "data": str(args.data),
+               **bench.score(samples, answers, judge), "coverage": _coverage(bench, samples, answers),
+               "metrics_file": str(path)}
+    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))  # before printing: a closed pipe loses nothing
+    return metrics
 
 
 def cmd_report(runs: list[Path], conventions: bool = False) -> str:
@@ -185,6 +253,7 @@ def cmd_report(runs: list[Path], conventions: bool = False) -> str:
     rows: dict[str, dict[str, Any]] = {}
     columns: list[str] = []
     notes: dict[str, str] = {}
+    loaded = []
     for run in runs:
         path = run / "metrics.json" if run.is_dir() else run
         try:
@@ -193,7 +262,9 @@ def cmd_report(runs: list[Path], conventions: bool = False) -> str:
             raise ConfigError(f"{run}: no metrics.json (not an `allava eval run` folder)") from None
         except ValueError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        model = Path(m.get("model", run.name)).name or str(run)
+        loaded.append((run, m))
+    labels = run_labels([(run, str(m.get("model") or run)) for run, m in loaded])
+    for (run, m), model in zip(loaded, labels):
         cells = dict(m.get("headline", {}))
         if conventions:
             for name, head in (m.get("conventions") or {}).items():
@@ -209,6 +280,27 @@ def cmd_report(runs: list[Path], conventions: bool = False) -> str:
     lines.append("")
     lines += [f"- **{b}**: {c}" for b, c in notes.items()]
     return "\n".join(lines)
+
+
+def run_labels(runs: list[tuple[Path, str]]) -> list[str]:
+    """A unique row label per model: its path without the prefix all models share (stage1/final vs
+    stage2/final, not `final` twice); the same model on several benchmarks shares a row, and
+    different models that still read alike are told apart by their run folder."""
+    paths = [Path(os.path.normpath(m)).parts for _, m in runs]
+    common = 0
+    while paths and all(len(p) > common + 1 for p in paths) and len({p[common] for p in paths}) == 1:
+        common += 1
+    labels = ["/".join(p[common:]) or m for p, (_, m) in zip(paths, runs)]
+    if len(set(runs[i][1] for i in range(len(runs)))) == 1 and len(runs) > 1:
+        labels = [Path(m).name or m for _, m in runs]  # one model: one row
+    seen: dict[str, str] = {}
+    out = []
+    for label, (run, model) in zip(labels, runs):
+        if seen.get(label, model) != model:
+            label = f"{label} ({run})"
+        seen.setdefault(label, model)
+        out.append(label)
+    return out
 
 
 def _fmt(v: Any) -> str:

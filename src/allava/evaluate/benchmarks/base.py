@@ -69,9 +69,36 @@ class Benchmark(ABC):
                     break
         return out
 
+    strata_keys: ClassVar[tuple[str, ...]] = ("ability", "category", "l2-category", "subtask", "split", "subject",
+                                              "question_type", "type")
+
+    def stratum(self, samples: list[Sample]) -> str | None:
+        """The meta field a `--limit` subset interleaves over: the first of `strata_keys` that splits
+        the samples into more than one group (None: the benchmark has no such field)."""
+        for key in self.strata_keys:
+            values = {str(s.meta.get(key)) for s in samples[:5000] if key in s.meta}
+            if 1 < len(values) <= 200:
+                return key
+        return None
+
     def limit(self, samples: list[Sample], n: int) -> list[Sample]:
-        """The first `n` questions (a benchmark whose questions span several samples keeps them whole)."""
-        return samples[:n]
+        """`n` questions interleaved over the benchmark's groups (ability, category, ...), round-robin
+        in file order, so a subset covers every group instead of the first one; file order without
+        groups. A benchmark whose questions span several samples overrides it to keep them whole."""
+        key = self.stratum(samples)
+        if key is None or n >= len(samples):
+            return samples[:n]
+        groups: dict[str, list[Sample]] = {}
+        for s in samples:
+            groups.setdefault(str(s.meta.get(key)), []).append(s)
+        picked: list[Sample] = []
+        queues = [list(reversed(g)) for g in groups.values()]
+        while len(picked) < n:
+            for q in queues:
+                if q and len(picked) < n:
+                    picked.append(q.pop())
+        chosen = {id(s) for s in picked}
+        return [s for s in samples if id(s) in chosen]  # file order, so caches and predictions line up
 
     def missing(self, what: str | Path) -> BenchmarkError:
         return BenchmarkError(f"{self.name}: {what} not found; --data must be {self.data_help}")

@@ -123,3 +123,7 @@ class TextVQA(Benchmark):
 @register_benchmark("textvqa-noocr")
 class TextVQANoOCR(TextVQA):
     use_ocr = False
+    convention = ("TextVQA val without OCR tokens in the prompt (lmms-eval's default prompt): EvalAI answer "
+                  "normalization, accuracy = min(#matching annotators/3, 1) averaged over the 10 leave-one-out "
+                  "annotator subsets")
+    data_help = "the TextVQA folder with TextVQA_0.5.1_val.json and train_images/ (val images live there)"
