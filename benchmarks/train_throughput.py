@@ -17,6 +17,7 @@ compared (they must agree).
 
     python benchmarks/train_throughput.py                       # quickstart preset, CPU, ~1-2 minutes on 2 cores
     python benchmarks/train_throughput.py --steps 200 --threads 8
+    python benchmarks/train_throughput.py --lm-vocab 51200   # the head at Phi-2's vocabulary size
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ WORDS = ("a the red green blue yellow purple orange circle square shape image pi
          "answer question using single word or phrase describe left right top bottom there how many").split()
 
 
-def build_backbones(root: Path, preset: str) -> tuple[str, str]:
+def build_backbones(root: Path, preset: str, lm_vocab: int = 0) -> tuple[str, str]:
+    """``lm_vocab``: give the LM head that many rows (unused ones beyond the tokenizer), to price the
+    head at a real LM's vocabulary (Phi-2: 51k) instead of the toy tokenizer's 512."""
     from transformers import CLIPImageProcessor, CLIPModel, LlamaForCausalLM
 
     from allava.model.presets import PRESETS
@@ -50,7 +53,9 @@ def build_backbones(root: Path, preset: str) -> tuple[str, str]:
     tok.save_pretrained(root / "clip")
     lm_preset, clip_preset = PRESETS[preset]
     ids = (len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-    LlamaForCausalLM(lm_preset.config(*ids)).save_pretrained(root / "lm")
+    lm_config = lm_preset.config(*ids)
+    lm_config.vocab_size = max(lm_config.vocab_size, lm_vocab)
+    LlamaForCausalLM(lm_config).save_pretrained(root / "lm")
     CLIPModel(clip_preset.config(*ids)).save_pretrained(root / "clip")
     size = clip_preset.image_size
     CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(root / "clip")
@@ -113,6 +118,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--layer", type=int, default=-1, help="vision_feature_layer (quickstart: -1)")
     ap.add_argument("--strategy", default="full", help="vision_feature_select_strategy (quickstart: full)")
+    ap.add_argument("--lm-vocab", type=int, default=0, help="LM head rows (0: the toy tokenizer's 512)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best samples/s of each is kept")
     args = ap.parse_args()
 
@@ -125,7 +131,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="allava-train-bench-"))
-    clip, lm = build_backbones(root / "backbones", args.preset)
+    clip, lm = build_backbones(root / "backbones", args.preset, args.lm_vocab)
     data = build_data(root / "data", args.images, args.steps * args.batch, args.image_px)
     spec = ModelSpec(vision_tower=clip, language_model=lm, template="plain", vision_feature_layer=args.layer,
                      vision_feature_select_strategy=args.strategy)
@@ -137,7 +143,7 @@ def main() -> None:
     warm = max(1, args.steps // 10)
     results: dict[str, object] = {}
     sps: dict[str, float] = {}
-    print(f"preset {args.preset}, {torch.get_num_threads()} threads, {args.steps} steps of {args.batch} "
+    print(f"preset {args.preset}, LM head {args.lm_vocab or 'tokenizer'} rows, {torch.get_num_threads()} threads, {args.steps} steps of {args.batch} "
           f"(timed after step {warm}), {args.images} images of {args.image_px}px, {args.rounds} rounds, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     for rnd in range(args.rounds):
