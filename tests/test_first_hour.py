@@ -305,3 +305,87 @@ def test_textvqa_noocr_lists_its_own_convention(capsys):
     code, out, _ = cli(capsys, "eval", "list")
     block = out.split("textvqa-noocr\n", 1)[1].split("\n\n")[0]
     assert code == 0 and "without OCR tokens" in block.splitlines()[1]
+
+
+# --- synth -----------------------------------------------------------------------------------------
+
+def synth(capsys, out: Path, *extra: str, task: str = "allava-laion", images: str = "scenes:3"):
+    return cli(capsys, "synth", task, "--images", images, "--out", str(out), "--teacher", "scene", "--no-progress", *extra)
+
+
+def test_synth_refuses_an_out_folder_of_another_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert synth(capsys, out)[0] == 0
+    before = (out / "summary.json").read_text()
+    code, _, err = synth(capsys, out, task="llava-symbolic")
+    assert code == 2 and "holds another synthesis run (task allava-laion -> llava-symbolic)" in one_line(err)
+    code, _, err = synth(capsys, out, images="scenes:3@7")
+    assert code == 2 and "source scenes:seed 0 -> scenes:seed 7" in one_line(err)
+    assert (out / "summary.json").read_text() == before
+    assert synth(capsys, out, images="scenes:5")[0] == 0  # more of the same source resumes
+
+
+def test_synth_refuses_a_qc_or_training_folder(capsys, tmp_path):
+    qc = tmp_path / "qc"
+    qc.mkdir()
+    (qc / "kept.jsonl").write_text("")
+    code, _, err = synth(capsys, qc)
+    assert code == 2 and f"--out {qc} holds a qc run (kept.jsonl)" in one_line(err)
+    train = tmp_path / "train"
+    (train / "stage1").mkdir(parents=True)
+    (train / "stage1" / "summary.json").write_text("{}")
+    code, _, err = synth(capsys, train)
+    assert code == 2 and "holds a training run" in one_line(err)
+
+
+@pytest.mark.parametrize("task, images, message", [
+    ("allava-vflan", "scenes:3", "task allava-vflan cannot use --images scenes:3: its items need a 'question' field"),
+    ("stablellava", "FOLDER", "task stablellava cannot use --images"),
+])
+def test_synth_task_that_cannot_use_its_source_is_one_usage_error(capsys, tmp_path, tiny_data, task, images, message):
+    images = tiny_data["images"] if images == "FOLDER" else images
+    code, _, err = synth(capsys, tmp_path / "run", task=task, images=images)
+    assert code == 2 and message in one_line(err)
+    assert not (tmp_path / "run" / "rejects.jsonl").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--budget-usd", "-5", "--budget-usd must be not negative, got -5"),
+    ("--limit", "-1", "--limit must be at least 1, got -1"),
+    ("--rpm", "0", "--rpm must be positive, got 0"),
+])
+def test_synth_out_of_range_numbers(capsys, tmp_path, flag, value, message):
+    code, _, err = synth(capsys, tmp_path / "run", flag, value)
+    assert code == 2 and message in one_line(err)
+
+
+def test_synth_unreachable_base_url_leaves_items_pending(capsys, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "synth", "allava-laion", "--images", "scenes:3", "--out", str(out), "--no-progress",
+                       "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m", "--max-retries", "6")
+    assert code == 2
+    line = [x for x in err.splitlines() if "error:" in x][0]
+    assert f"cannot reach the endpoint http://127.0.0.1:{port}/v1 (connection error" in line and "items stay pending" in line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["pending"] == 3 and summary["rejected"] == 0
+
+
+def test_synth_merge_takes_the_images_and_writes_nothing_on_failure(capsys, tmp_path):
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for i, d in enumerate(shards):
+        assert synth(capsys, d, "--shard", f"{i}/2", images="scenes:6")[0] == 0
+    code, out, _ = cli(capsys, "synth", "merge", str(tmp_path / "m"), *map(str, shards))
+    assert code == 0 and "6 images" in out
+    code, _, _ = cli(capsys, "synth", "export", str(tmp_path / "m"))
+    assert code == 0
+    code, out, _ = cli(capsys, "data", "validate", str(tmp_path / "m" / "llava" / "instructions.jsonl"),
+                       "--image-folder", str(tmp_path / "m"))
+    assert code == 0, out
+    code, out, _ = cli(capsys, "synth", "merge", str(tmp_path / "bad"), str(shards[0]))
+    assert code == 1 and "merge failed" in out and not (tmp_path / "bad").exists()

@@ -94,6 +94,9 @@ class Task(ABC):
 
     name: ClassVar[str]
     prompt_version: ClassVar[str]
+    # fields an item must carry, each entry a tuple of alternatives: (("captions", "scene"),) = either;
+    # checked on the source's first item before anything runs, so a source the task cannot use is one error
+    requires: ClassVar[tuple[tuple[str, ...], ...]] = ()
     needs_image: ClassVar[bool] = True
 
     def bind(self, out_dir: Path, args: Any) -> None:

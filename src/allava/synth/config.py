@@ -53,6 +53,20 @@ class SynthConfig:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # task/teacher specific CLI values
 
+    def __post_init__(self) -> None:
+        """Out-of-range numbers are refused here, not read as "no limit" or "spend nothing"."""
+        rules = {"concurrency": 1, "limit": 1, "max_image_side": 1, "max_tokens": 1, "max_retries": 0,
+                 "min_short_edge": 0, "budget_usd": 0, "price_in": 0, "price_out": 0}
+        for key, low in rules.items():
+            value = getattr(self, key)
+            if value is not None and value < low:
+                what = "at least 1" if low == 1 else "not negative"
+                raise SynthConfigError(f"--{key.replace('_', '-')} must be {what}, got {value:g}")
+        for key in ("rpm", "tpm", "timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise SynthConfigError(f"--{key.replace('_', '-')} must be positive, got {value:g}")
+
     @property
     def cache_path(self) -> Path | None:
         if self.no_cache:

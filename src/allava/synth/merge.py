@@ -2,8 +2,9 @@
 
 Checks what sharding promises: no id is doubled (within or across shards, records or rejects),
 and, when the shards' summaries name their source, that every id of that source is present
-(re-enumerated with the same shard split and --limit). The merged folder is written either way
-(first occurrence of a doubled id kept) so it can be inspected; the exit code says whether to trust it.
+(re-enumerated with the same shard split and --limit). The merged folder is written only when both
+hold (the report names what failed otherwise), and it takes the images the shards generated
+(`images/` in a shard folder: scenes:, abilities:, t2i: sources), so its export validates.
 """
 from __future__ import annotations
 
@@ -69,10 +70,15 @@ def merge(out: str | Path, shard_dirs: list[str | Path]) -> dict[str, Any]:
             checked = True
     else:
         notes.append("not every shard has a summary.json: source not re-enumerated")
+    missing = list(dict.fromkeys(missing))
+    if doubled or missing:
+        return {"ok": False, "checked_source": checked, "records": len(merged["records.jsonl"]),
+                "rejects": len(merged["rejects.jsonl"]), "doubled": doubled, "missing": missing,
+                "notes": notes + [f"nothing written to {out}"], "out": str(out), "written": False}
     out.mkdir(parents=True, exist_ok=True)
+    images = _copy_images(dirs, out)
     for name, lines in merged.items():
         _write_lines(out / name, lines)
-    missing = list(dict.fromkeys(missing))
     summary: dict[str, Any] = {k: sum(s.get(k) or 0 for s in summaries) for k in SUM_KEYS}
     summary.update({
         "status": "complete" if not doubled and not missing and checked else "incomplete",
@@ -84,12 +90,39 @@ def merge(out: str | Path, shard_dirs: list[str | Path]) -> dict[str, Any]:
         "wall_s": max((s.get("wall_s") or 0 for s in summaries), default=0),
     })
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return {"ok": not doubled and not missing, "checked_source": checked, "records": summary["records"],
-            "rejects": summary["rejects"], "doubled": doubled, "missing": missing, "notes": notes, "out": str(out)}
+    return {"ok": True, "checked_source": checked, "records": summary["records"], "images": images,
+            "rejects": summary["rejects"], "doubled": doubled, "missing": missing, "notes": notes, "out": str(out),
+            "written": True}
+
+
+def _copy_images(dirs: list[Path], out: Path) -> int:
+    """The images each shard's records point at inside the shard folder (generated ones), linked or
+    copied to the same relative path under OUT; images of a source folder stay where they are."""
+    import shutil
+
+    n = 0
+    for d in dirs:
+        for line in iter_lines(d / "records.jsonl"):
+            rel = line.get("image")
+            if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                continue
+            src, dst = d / rel, out / rel
+            if not src.is_file() or dst.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+            n += 1
+    return n
 
 
 def describe_merge(r: dict[str, Any]) -> str:
-    text = f"merged {r['records']} records and {r['rejects']} rejects into {r['out']}"
+    if not r.get("written", True):
+        text = f"merge failed: {r['records']} records and {r['rejects']} rejects not written"
+    else:
+        text = f"merged {r['records']} records, {r.get('images', 0)} images and {r['rejects']} rejects into {r['out']}"
     if r["checked_source"]:
         text += "; every id of the source checked"
     if r["doubled"]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import logging
 import signal
 import time
@@ -213,6 +214,85 @@ def count_pending(source: Source, cfg: SynthConfig, done: set[str]) -> tuple[int
     return len(done) + len(pending), len(pending)
 
 
+# Files that mark a folder as another verb's output: synthesis into it would mix the two.
+FOREIGN_OUTPUTS = {"kept.jsonl": "a qc run", "stats.jsonl": "a qc run", "allava_recipe.json": "a model folder",
+                   "trainer_state.json": "a training checkpoint", "metrics.json": "an eval run",
+                   "report.json": "a report folder", "config.json": "a model folder"}
+
+
+def _source_identity(spec: str | None) -> tuple[str, str]:
+    """(kind, what identifies it): scenes:N@SEED is identified by its seed (N may grow on a rerun),
+    a folder or file by its resolved path."""
+    text = str(spec)
+    m = re.match(r"^(scenes|abilities):(\d+)(?:@(\d+))?$", text)
+    if m:
+        return m.group(1), f"seed {m.group(3) or 0}"
+    for prefix in ("t2i:",):
+        if text.startswith(prefix):
+            return "t2i", str(Path(text[len(prefix):]).resolve())
+    return "path", str(Path(text).resolve())
+
+
+def check_out_folder(out: Path, cfg: SynthConfig) -> None:
+    """Refuse an --out that holds another run (task, source, seed, teacher, model, shard) or another
+    verb's output, before anything is written: resuming into it would mix two runs' records."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SynthConfigError(f"--out {out}: is a file, not a folder")
+    for name, what in FOREIGN_OUTPUTS.items():
+        if (out / name).exists() and not (out / "summary.json").exists():
+            raise SynthConfigError(f"--out {out} holds {what} ({name}); synthesize into a new folder")
+    if any(out.glob("stage*/summary.json")) or any(out.glob("checkpoint-*")):
+        raise SynthConfigError(f"--out {out} holds a training run; synthesize into a new folder")
+    path = out / "summary.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return
+    if "task" not in old:
+        raise SynthConfigError(f"--out {out}: its summary.json is not a synthesis summary; use a new folder")
+    new = {"task": cfg.task, "teacher": cfg.teacher, "model": cfg.model if cfg.teacher == "openai" else cfg.teacher,
+           "shard": f"{cfg.shard[0]}/{cfg.shard[1]}", "source": _source_identity(cfg.images),
+           "image_folder": str(Path(cfg.image_folder).resolve()) if cfg.image_folder else None}
+    folder = (old.get("source_options") or {}).get("image_folder")
+    was = {"task": old.get("task"), "teacher": old.get("teacher"), "model": old.get("model"), "shard": old.get("shard"),
+           "source": _source_identity(old.get("source")), "image_folder": str(Path(folder).resolve()) if folder else None}
+    diffs = [f"{k} {_show(was[k])} -> {_show(new[k])}" for k in new if was[k] != new[k]]
+    if diffs:
+        raise SynthConfigError(f"--out {out} holds another synthesis run ({'; '.join(diffs)}); rerun with its "
+                               "settings to resume it, or use a new --out")
+
+
+def _show(value: Any) -> str:
+    return ":".join(value) if isinstance(value, tuple) else str(value)
+
+
+def check_source_fits(task: Any, source: Any, cfg: SynthConfig) -> None:
+    """The task's needs against the source's first item: a source the task cannot use at all is one
+    usage error up front, not every item rejected with the same reason."""
+    requires = getattr(type(task), "requires", ())
+    needs_image = getattr(type(task), "needs_image", False)
+    if not requires and not needs_image:
+        return
+    first = next((e for e in source.entries(lambda _id: True) if isinstance(e, Item)), None)
+    if first is None:
+        return
+    fields = first.fields or {}
+    for group in requires:
+        if not any(k in fields for k in group):
+            need = " or ".join(repr(k) for k in group)
+            have = ", ".join(sorted(fields)) or "none"
+            raise SynthConfigError(f"task {task.name} cannot use --images {cfg.images}: its items need a {need} "
+                                   f"field (a JSON/JSONL records source with it); the first item {first.id!r} "
+                                   f"has fields: {have}")
+    if needs_image and first.image is None:
+        raise SynthConfigError(f"task {task.name} needs images and --images {cfg.images} gives items without one "
+                               f"(the first: {first.id!r})")
+
+
 def synth(cfg: SynthConfig, args: argparse.Namespace | None = None) -> dict[str, Any]:
     """Run (or resume) a synthesis job; returns the summary (also written to OUT/summary.json)."""
     load_registries()
@@ -230,6 +310,8 @@ def synth(cfg: SynthConfig, args: argparse.Namespace | None = None) -> dict[str,
                 "image_size": getattr(ns, "image_size", None), "steps": getattr(ns, "imagegen_steps", None),
                 "guidance": getattr(ns, "imagegen_guidance", None)}
     source = open_source(cfg.images, out, cfg.image_folder, cfg.min_short_edge, imagegen)
+    check_out_folder(out, cfg)  # after the source's own checks: a missing source is named first
+    check_source_fits(task, source, cfg)
     price = None
     if cfg.teacher == "openai":
         price = resolve_price(cfg.model, cfg.price_in, cfg.price_out, cfg.prices, need=cfg.budget_usd is not None)

@@ -32,6 +32,7 @@ def parse(raw: str) -> dict[str, Any]:
 @register_task
 class AllavaVflan(SynthTask):
     name = "allava-vflan"
+    requires = (("question",),)
     prompt_version = "allava-vflan/1"
 
     async def run(self, item: Item, teacher: Teacher) -> dict[str, Any]:

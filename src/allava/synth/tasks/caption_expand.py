@@ -18,6 +18,7 @@ LONG_CAPTION_WORDS = 40  # CC3M captions are ~10 words; ALLaVA/ShareGPT4V-style 
 @register_task
 class CaptionExpand(SynthTask):
     name = "caption-expand"
+    requires = (("caption",),)
     prompt_version = "caption-expand/1"
     long_caption_words = LONG_CAPTION_WORDS
 

@@ -140,6 +140,7 @@ def parse(kind: str, raw: str) -> list[tuple[str, str]] | str:
 @register_task
 class LlavaSymbolic(SynthTask):
     name = "llava-symbolic"
+    requires = (("captions", "scene"),)
     prompt_version = "llava-symbolic/1"
     needs_image = False  # the teacher reads captions and boxes; the records still point at the image
     response_types: tuple[str, ...] = RESPONSE_TYPES

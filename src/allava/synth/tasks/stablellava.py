@@ -141,6 +141,7 @@ def image_name(item_id: str) -> str:
 @register_task
 class StableLlava(SynthTask):
     name = "stablellava"
+    requires = (("ability",),)
     prompt_version = "stablellava/1"
     needs_image = False  # it makes its own
     generator: ImageGenerator | None = None

@@ -39,6 +39,7 @@ def human_turns(item: Item) -> list[str]:
 @register_task
 class TextRegen(SynthTask):
     name = "text-regen"
+    requires = (("conversations", "question"),)
     prompt_version = "text-regen/1"
     needs_image = False
 

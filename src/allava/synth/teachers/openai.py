@@ -208,6 +208,8 @@ class OpenAITeacher(Teacher):
                 parts.append(p)
         return {**message, "content": parts}
 
+    _reached = False  # set on the first answer: afterwards a connection error is retried as a blip
+
     async def _send(self, messages: list[dict[str, Any]], params: dict[str, Any], tokens: int) -> Any:
         last = ""
         for attempt in range(self.cfg.max_retries + 1):
@@ -220,12 +222,16 @@ class OpenAITeacher(Teacher):
             try:
                 # client.post (the SDK's documented way to call any endpoint) skips create()'s typed-dict
                 # transform of the whole body: ~1 ms of CPU per request, a third of our overhead.
-                return await self.client.post("/chat/completions", cast_to=ChatCompletion,
-                                              body={"model": self.cfg.model, "messages": messages, **params})
+                reply = await self.client.post("/chat/completions", cast_to=ChatCompletion,
+                                               body={"model": self.cfg.model, "messages": messages, **params})
+                self._reached = True
+                return reply
             except openai.APITimeoutError:
                 last = f"timed out after {self.cfg.timeout:g}s"
             except openai.APIConnectionError as e:
-                last = f"connection error: {e}"
+                last = f"connection error: {e.__cause__ or e}"
+                if not self._reached and attempt >= 1:  # never reached at all: a wrong URL, not a blip
+                    raise TeacherFatal(self._unreachable(last)) from None
             except openai.APIStatusError as e:
                 status, body = e.status_code, _error_text(e)
                 code = getattr(e, "code", None)
@@ -243,7 +249,14 @@ class OpenAITeacher(Teacher):
             delay = min(MAX_RETRY_AFTER_S, wait) if wait is not None else backoff_s(attempt)
             log.info("retry %d in %.2fs: %s", attempt + 1, delay, last)
             await asyncio.sleep(delay)
+        if last.startswith("connection error"):  # the network, not the item: it stays pending
+            raise TeacherFatal(self._unreachable(last))
         raise SynthError(f"gave up after {self.cfg.max_retries + 1} attempts: {last}")
+
+    def _unreachable(self, last: str) -> str:
+        url = self.cfg.base_url or "https://api.openai.com/v1"
+        return (f"cannot reach the endpoint {url} ({last}); items stay pending: fix --base-url (or the network) "
+                "and rerun the same command")
 
     async def aclose(self) -> None:
         await self.client.close()
