@@ -389,3 +389,14 @@ def test_synth_merge_takes_the_images_and_writes_nothing_on_failure(capsys, tmp_
     assert code == 0, out
     code, out, _ = cli(capsys, "synth", "merge", str(tmp_path / "bad"), str(shards[0]))
     assert code == 1 and "merge failed" in out and not (tmp_path / "bad").exists()
+
+
+# --- data validate ---------------------------------------------------------------------------------
+
+def test_data_validate_names_the_right_column_and_says_at_once(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": "a"\n{"id": "b\x01"}\n')
+    code, out, _ = cli(capsys, "data", "validate", str(bad), "--no-image-check")
+    assert code == 1
+    assert "line:1: invalid JSON: Expecting ',' delimiter at column 11" in out
+    assert "line:2: invalid JSON: Invalid control character at column 10" in out and "at at" not in out

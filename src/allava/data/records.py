@@ -58,6 +58,12 @@ def _check_path(path: Path) -> None:
         raise DataError(f"{path}: permission denied")
 
 
+def _json_msg(e: json.JSONDecodeError) -> str:
+    """The decoder's message without its own trailing "at" ("Invalid control character at")."""
+    msg = e.msg.rstrip()
+    return msg[:-3].rstrip() if msg.endswith(" at") else msg
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, Problem | None]]:
     # Binary lines + json.loads(bytes): flat memory, BOM handled, bad UTF-8 becomes a Problem.
     with open(path, "rb") as fh:
@@ -65,9 +71,10 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, Problem | None]]
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = json.loads(raw.rstrip(b"\r\n"))  # the newline would move an error to "column 1" of the next line
             except json.JSONDecodeError as e:
-                yield n, None, Problem(f"line:{n}", f"invalid JSON: {e.msg} at column {e.colno}", n, ("invalid_json",))
+                yield n, None, Problem(f"line:{n}", f"invalid JSON: {_json_msg(e)} at column {e.colno}", n,
+                                       ("invalid_json",))
                 continue
             except ValueError as e:  # UnicodeDecodeError
                 yield n, None, Problem(f"line:{n}", f"invalid JSON: {e}", n, ("invalid_json",))
@@ -82,7 +89,7 @@ def _iter_array(path: Path) -> Iterator[tuple[int, dict | None, Problem | None]]
     try:
         data = json.loads(path.read_bytes())
     except json.JSONDecodeError as e:
-        reason = f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        reason = f"invalid JSON: {_json_msg(e)} at line {e.lineno} column {e.colno}"
         yield 0, None, Problem("file", reason, e.lineno, ("invalid_json",))
         return
     except ValueError as e:
