@@ -400,3 +400,24 @@ def test_data_validate_names_the_right_column_and_says_at_once(capsys, tmp_path)
     assert code == 1
     assert "line:1: invalid JSON: Expecting ',' delimiter at column 11" in out
     assert "line:2: invalid JSON: Invalid control character at column 10" in out and "at at" not in out
+
+
+# --- qc report -------------------------------------------------------------------------------------
+
+def test_qc_report_plots_every_thresholded_stat_links_removed_and_compare_writes_a_file(capsys, tiny_data, tmp_path):
+    from PIL import Image
+
+    base = ["qc", tiny_data["vqa"], "--config", "cheap", "--image-folder", tiny_data["images"], "--no-progress"]
+    assert cli(capsys, *base, "--out", str(tmp_path / "a"))[0] == 0
+    assert cli(capsys, *base, "--out", str(tmp_path / "b"), "--set", "ops.0.thresholds.sharpness.min=0")[0] == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    readability = next(op for op in report["ops"] if op["name"] == "image_readability")
+    with Image.open(tmp_path / "a" / readability["plot"]) as im:  # 5 thresholded stats: 2 rows of panels
+        assert im.size[1] > 2.6 * 72 * 2
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "in all: every one in [removed.jsonl](removed.jsonl)" in md
+    assert "| -0 " not in md and " -0 |" not in md
+    assert "Stats only, no per-record numbers" in md or all(op["stats"] or op["plot"] for op in report["ops"])
+    code, out, err = cli(capsys, "qc", "compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert code == 0 and "Removed by each operator:" in out and "| image_readability |" in out
+    assert (tmp_path / "a" / "compare.md").read_text() == out and "written to" in err

@@ -5,6 +5,7 @@ Wire with `add_qc_parser(p)` (adds the arguments) and `run_qc(args) -> int` (run
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "qc" / "default.yaml"
@@ -14,7 +15,8 @@ def add_qc_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="RECORDS",
                    help="LLaVA JSON/JSONL or synthesis records.jsonl; or `compare A B` with two QC output folders")
     p.add_argument("--config", default=None, help=f"QC YAML: a path or a shipped name, cheap or default (default: {DEFAULT_CONFIG.stem})")
-    p.add_argument("--out", default=None, help="output folder (default: runs/qc/<records name>)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/qc/<records name>; for compare: "
+                                                "where compare.md goes, default A)")
     p.add_argument("--image-folder", default=None,
                    help="folder image paths are relative to (default: the records' folder, or its images/)")
     p.add_argument("--cache", default=None, help="stats cache file (default: OUT/cache.sqlite)")
@@ -32,7 +34,9 @@ def run_qc(args: argparse.Namespace) -> int:
 
         if len(args.inputs) != 3:
             raise ConfigError("usage: allava qc compare A B (two QC output folders)")
-        print(compare(args.inputs[1], args.inputs[2]), end="")
+        target = Path(args.out or args.inputs[1]) / "compare.md"
+        print(compare(args.inputs[1], args.inputs[2], target), end="")
+        print(f"qc compare: written to {target}", file=sys.stderr)
         return 0
     if len(args.inputs) != 1:
         raise ConfigError("give one records file (or `compare A B`)")

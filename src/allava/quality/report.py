@@ -63,10 +63,12 @@ def numeric_stats(stats: list[dict[str, Any]]) -> list[str]:
 
 
 def plot_op(path: Path, label: str, stats: list[dict[str, Any]], thresholds: list[Any], removed: int,
-            primary: str = "") -> bool:
-    """Histograms of the thresholded stats (else the primary / first numeric one) with red threshold lines.
+            primary: str = "", failing: int | None = None) -> bool:
+    """Histograms of every thresholded stat and the primary one (else the first numeric one), with
+    red threshold lines, four panels a row; a stat with a single value still draws its bar.
 
-    At most three panels and no tight_layout / log axes: matplotlib's layout pass dominates the cost.
+    No tight_layout / log axes: matplotlib's layout pass dominates the cost. `failing`: records
+    outside this op's thresholds, whether or not an earlier op removed them first.
     """
     import matplotlib
 
@@ -76,22 +78,41 @@ def plot_op(path: Path, label: str, stats: list[dict[str, Any]], thresholds: lis
     numeric = numeric_stats(stats)
     if not numeric:
         return False
-    keys = [k for k in dict.fromkeys([t.stat for t in thresholds] + [primary]) if k in numeric][:3] or numeric[:1]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    keys = [k for k in dict.fromkeys([t.stat for t in thresholds] + [primary]) if k in numeric] or numeric[:1]
+    cols = min(4, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         vals = [x for x in (_num((s or {}).get(key)) for s in stats) if x is not None]
-        ax.hist(vals, bins=40, color="#4C72B0")
+        if len(set(vals)) == 1:  # hist() spreads one value over 40 empty bins: draw it as one bar
+            v = vals[0]
+            width = max(abs(v) * 0.05, 0.05)
+            ax.bar([v], [len(vals)], width=width, color="#4C72B0")
+            ax.set_xlim(v - 10 * width, v + 10 * width)
+        else:
+            ax.hist(vals, bins=min(40, max(2, len(set(vals)))), color="#4C72B0")
         for t in thresholds:
             for v in (t.min, t.max) if t.stat == key else ():
                 if v is not None:
                     ax.axvline(v, color="red", linestyle="--")
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"{label}: {removed} removed (red: thresholds)", fontsize=9)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.8, wspace=0.3)
+    title = f"{label}: {removed} removed (red: thresholds)"
+    if failing is not None and failing != removed:
+        title = (f"{label}: {failing} outside its thresholds, {removed} removed by it "
+                 f"(the rest by an earlier op)")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12 / rows, top=1 - 0.2 / rows, wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=72)
     plt.close(fig)
     return True
+
+
+def failing(stats: list[dict[str, Any]], thresholds: list[Any]) -> int:
+    """Records outside any of the op's thresholds (an earlier op may have removed them first)."""
+    return sum(any(t.fails((st or {}).get(t.stat)) for t in thresholds) for st in stats)
 
 
 def indicators(run, mask: list[bool] | None = None) -> dict[str, Any]:
@@ -110,8 +131,14 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return _g(v)
     return str(v)
+
+
+def _g(v: float) -> str:
+    """4 significant digits, and never "-0" (a float sum of entropies can land on -0.0 or -1e-17)."""
+    text = f"{v:.4g}"
+    return "0" if text in ("-0", "-0.0") or (abs(v) < 1e-12) else text
 
 
 def indicator_table(columns: dict[str, dict[str, Any]]) -> list[str]:
@@ -138,10 +165,11 @@ def write_report(run, plots: bool = True) -> dict[str, Any]:
     for s in run.specs:
         sts = [st.get(s.label) or {} for st in run.stats]
         png = out / f"hist_{s.label}.png"
-        has_plot = plots and plot_op(png, s.label, sts, s.thresholds, removed_by[s.label], s.op.primary)
+        outside = failing(sts, s.thresholds)
+        has_plot = plots and plot_op(png, s.label, sts, s.thresholds, removed_by[s.label], s.op.primary, outside)
         ops.append({"label": s.label, "name": s.op.name, "key": s.op.key(),
                     "thresholds": [{"stat": t.stat, "min": t.min, "max": t.max} for t in s.thresholds],
-                    "removed": removed_by[s.label], "computed": run.computed[s.label],
+                    "removed": removed_by[s.label], "outside_thresholds": outside, "computed": run.computed[s.label],
                     "seconds": round(run.op_seconds[s.label], 3),
                     "stats": {k: summarize([x.get(k) for x in sts]) for k in numeric_stats(sts)},
                     "plot": png.name if has_plot else None, "examples": run.examples.get(s.label, [])})
@@ -184,23 +212,48 @@ def markdown(r: dict[str, Any]) -> list[str]:
             lines += ["| stat | count | mean | p5 | p50 | p95 |", "|---|---|---|---|---|---|"]
             for k, s in op["stats"].items():
                 if s.get("count"):
-                    lines.append(f"| {k} | {s['count']} | {s['mean']:.4g} | {s['p5']:.4g} | {s['p50']:.4g} | {s['p95']:.4g} |")
+                    lines.append(f"| {k} | {s['count']} | {_g(s['mean'])} | {_g(s['p5'])} | {_g(s['p50'])} | "
+                                 f"{_g(s['p95'])} |")
+        if not op["plot"] and not op["stats"]:
+            lines.append("No numeric values of its stats on these records (nothing to plot)." if op["thresholds"]
+                         else "Stats only, no per-record numbers: its dataset indicators are in the table above.")
         for ex in op["examples"]:
             text = " ".join(ex["text"].split())[:160]
             lines.append(f"- removed `{ex['id']}`: {ex['stat']} = {_fmt(ex['value'])} ({ex['threshold']}): {text}")
+        if op["removed"] > len(op["examples"]):
+            lines.append(f"- ... {op['removed']} removed by {op['label']} in all: every one in "
+                         f"[removed.jsonl](removed.jsonl) (`qc.op` = `{op['label']}`)")
     if r["problems"]:
         lines += ["", "## Bad input entries (first 20)", ""]
         lines += [f"- `{p['id']}` (line {p['line']}): {p['reason']}" for p in r["problems"]]
     return lines
 
 
-def compare(a: str | Path, b: str | Path) -> str:
-    """Markdown: the kept-data indicators and counts of two QC runs side by side."""
-    ra, rb = (json.loads((Path(x) / "report.json").read_text()) for x in (a, b))
+def compare(a: str | Path, b: str | Path, out: str | Path | None = None) -> str:
+    """Markdown: counts, what each operator removed, and the kept-data indicators of two QC runs side
+    by side; also written to `out` (a file) when given."""
+    reports = []
+    for x in (a, b):
+        path = Path(x) / "report.json"
+        if not path.exists():
+            from allava.config import ConfigError
+
+            raise ConfigError(f"{x}: no report.json (not an `allava qc` output folder)")
+        reports.append(json.loads(path.read_text()))
+    ra, rb = reports
     cols = {f"A: {Path(a).name}": ra["indicators"]["kept"], f"B: {Path(b).name}": rb["indicators"]["kept"]}
     lines = [f"# QC compare: A = {a}, B = {b}", ""]
     lines += ["| | A | B |", "|---|---|---|"]
     for k in ("records", "kept", "removed", "bad_lines"):
         lines.append(f"| {k} | {ra['counts'][k]} | {rb['counts'][k]} |")
+    removed_a = {op["label"]: op["removed"] for op in ra["ops"]}
+    removed_b = {op["label"]: op["removed"] for op in rb["ops"]}
+    lines += ["", "Removed by each operator:", "", "| op | A | B |", "|---|---|---|"]
+    for label in dict.fromkeys([*removed_a, *removed_b]):
+        lines.append(f"| {label} | {_fmt(removed_a.get(label))} | {_fmt(removed_b.get(label))} |")
     lines += ["", "Indicators of the kept data:", ""] + indicator_table(cols)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+    return text
