@@ -421,3 +421,26 @@ def test_qc_report_plots_every_thresholded_stat_links_removed_and_compare_writes
     code, out, err = cli(capsys, "qc", "compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert code == 0 and "Removed by each operator:" in out and "| image_readability |" in out
     assert (tmp_path / "a" / "compare.md").read_text() == out and "written to" in err
+
+
+# --- quickstart report -----------------------------------------------------------------------------
+
+def test_quickstart_report_units_and_shared_stage_scales(tmp_path, monkeypatch):
+    """The quickstart itself is too slow for a unit test: its report functions, on a made-up run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import axes as mpl_axes
+
+    from allava.studies.report import plot_losses, quickstart_targets, targets_lines
+
+    lines = targets_lines(quickstart_targets({"wall_s_total": 612.4, "peak_rss_mb": 1400.0, "evals": {}}))
+    assert any(line.startswith("| wall_time | 612.400 s |") for line in lines)
+    assert any(line.startswith("| peak_rss | 1400.000 MiB |") for line in lines)
+    limits = []
+    real = mpl_axes.Axes.set_ylim
+    monkeypatch.setattr(mpl_axes.Axes, "set_ylim", lambda self, *a, **k: (limits.append(a), real(self, *a, **k))[1])
+    phases = {"train-full": {"stages": {"stage2": {"losses": [(1, 4.0), (2, 3.0)]}}},
+              "train-table6": {"stages": {"stage2": {"losses": [(1, 2.0), (2, 1.0)]}}}}
+    plot_losses(phases, tmp_path / "loss.png")
+    assert len(limits) == 2 and limits[0] == limits[1]
