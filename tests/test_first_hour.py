@@ -444,3 +444,28 @@ def test_quickstart_report_units_and_shared_stage_scales(tmp_path, monkeypatch):
               "train-table6": {"stages": {"stage2": {"losses": [(1, 2.0), (2, 1.0)]}}}}
     plot_losses(phases, tmp_path / "loss.png")
     assert len(limits) == 2 and limits[0] == limits[1]
+
+
+# --- train: a changed recipe on a finished run ---------------------------------------------------
+
+def test_train_refuses_a_changed_recipe_on_a_finished_run(capsys, tmp_path, backbones, tiny_data):
+    recipe = write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run", max_steps=1, save_steps=1)
+    code, out, err = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")
+    assert code == 0, err
+    code, out, _ = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")
+    assert code == 0 and "stage1: already done" in out
+    code, _, err = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "stages.stage1.lr=0.01")
+    assert code == 2 and f"{tmp_path / 'run' / 'stage1'} is finished with a different recipe (lr: 0.002 -> 0.01)" in one_line(err)
+
+
+def test_train_says_which_checkpoint_it_resumes_from(capsys, tmp_path, backbones, tiny_data):
+    import shutil
+
+    recipe = write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run", max_steps=2, save_steps=1)
+    assert cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")[0] == 0
+    stage = tmp_path / "run" / "stage1"
+    (stage / "summary.json").unlink()  # as if killed after its last checkpoint
+    shutil.rmtree(stage / "final")
+    code, out, err = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")
+    assert code == 0, err
+    assert f"stage1: resuming from checkpoint-2 ({stage})" in out

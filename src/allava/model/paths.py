@@ -33,8 +33,8 @@ def check_model_path(name: str, what: str = "model") -> None:
         raise ConfigError(f"{what}: folder {name} does not exist")
     if not path.is_dir():
         raise ConfigError(f"{what}: {name} is a file, not a model folder")
-    if not (path / "config.json").exists() and not any(path.glob("*.json")):
-        raise ConfigError(f"{what}: {name} is not a model folder (no config.json)")
+    if not (path / "config.json").exists():  # FileNotFoundError: an OSError, still a one-line user error
+        raise FileNotFoundError(f"{what}: {name} is not a model folder (no config.json)")
 
 
 def hub_error(name: str, what: str, error: BaseException) -> ConfigError:
