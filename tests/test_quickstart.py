@@ -13,6 +13,7 @@ import torch
 from allava.studies.config import load_quickstart_config
 
 TOY = ["world.n_train_images=120", "world.n_bench_per_ability=3", "world.n_text=40", "preset=test",
+       "world.vqa_per_ability=20", "world.n_lm_scenes=20",
        "lm.max_steps=4", "lm.seq_len=64", "lm.batch_size=8", "clip.max_steps=3", "clip.batch_size=16",
        "stages.stage1.epochs=0.1", "stages.stage2.epochs=0.3", "stages.stage1.model_max_length=512",
        "world.image_size=32", "curve.questions=20", "curve.points=2", "transcript.max_new_tokens=4"]

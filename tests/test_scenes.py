@@ -1,6 +1,7 @@
 """Scene world: determinism, ability answer spaces, teacher format, LLaVA records, world builder."""
 from __future__ import annotations
 
+from collections import Counter
 import json
 import random
 
@@ -20,6 +21,7 @@ from allava.scenes.teacher import (
     caption,
     caption_record,
     clip_caption,
+    one_per_ability,
     text_record,
     vqa_record,
 )
@@ -33,7 +35,7 @@ def _records(scene, seed: int) -> list[dict]:
     rng = random.Random(seed)
     out = allava_laion(scene, rng)
     return [caption_record("c", "train/x.png", scene, out, rng), allava_record("a", "train/x.png", scene, out),
-            vqa_record("v", "train/x.png", scene, rng)]
+            vqa_record("v", "train/x.png", scene, one_per_ability(scene, rng))]
 
 
 def test_same_seed_same_pixels_and_records():
@@ -160,13 +162,38 @@ def test_seed_ranges_are_disjoint():
         assert not train & {bench_seed(WorldConfig(seed=t), j) for t in (0, 1, 2) for j in range(50_000)}
 
 
+def test_clip_hard_negatives_change_exactly_one_detail():
+    from allava.scenes.teacher import clip_hard_negatives
+
+    for scene in SCENES[:60]:
+        true = clip_caption(scene)
+        negs = clip_hard_negatives(scene, random.Random(scene.seed))
+        assert negs and true not in negs and len(set(negs)) == len(negs)
+        for neg in negs:  # same length in words up to a position phrase: one object's detail changed
+            changed = [w for w, v in zip(true.split(), neg.split()) if w != v]
+            assert 1 <= len(changed) <= 3 or len(true.split()) != len(neg.split())
+
+
+def test_lm_docs_ask_every_ability_about_a_scene_in_words(tmp_path):
+    from allava.train.pretrain_lm import conversation_texts
+
+    cfg = WorldConfig(n_train_images=4, n_bench_per_ability=1, n_text=3, n_lm_scenes=5)
+    build_world(tmp_path, cfg, progress=False)
+    docs = read_jsonl(tmp_path / "lm_docs.jsonl")
+    assert len(docs) == 5 and all("<image>" not in t["value"] for d in docs for t in d["conversations"])
+    texts = conversation_texts(docs[:1], "plain")
+    turns = len(docs[0]["conversations"]) // 2
+    assert len(texts) == turns and texts[0].startswith("Human: ") and texts[1].startswith("\nHuman: ")
+    assert texts[0].endswith("Assistant: " + docs[0]["conversations"][1]["value"])
+
+
 def test_build_world_tiny(tmp_path):
     cfg = WorldConfig(seed=3, n_train_images=12, n_bench_per_ability=3, n_text=6)
     files = build_world(tmp_path, cfg, progress=False)
     for p in (files.captions, files.instruct, files.text, files.clip_pairs, files.corpus, files.bench, files.bench_meta):
         assert p.exists() and p.stat().st_size > 0
     captions, instruct = read_jsonl(files.captions), read_jsonl(files.instruct)
-    assert len(captions) == 12 and len(instruct) == 24 and len(read_jsonl(files.text)) == 6
+    assert len(captions) == 12 and len(instruct) == 12 + 10 * 12 and len(read_jsonl(files.text)) == 6
     for rec in captions + instruct + read_jsonl(files.clip_pairs):
         assert (files.images / rec["image"]).exists()
     bench = read_jsonl(files.bench)
@@ -176,6 +203,9 @@ def test_build_world_tiny(tmp_path):
     for row in bench:
         assert (files.images / row["image"]).exists() and row["seed"] not in train_seeds
         assert row["answer"] in meta["abilities"][row["ability"]]["answer_space"]
+    vqa = Counter(r["meta"]["ability"] for r in instruct if r["meta"]["task"] == "short_vqa")
+    assert vqa == {a: 12 for a in ABILITIES}  # balanced: rare abilities repeat, common ones are cut
+    assert all(len(r["conversations"]) == 2 for r in instruct if r["meta"]["task"] == "short_vqa")
     lines = files.corpus.read_text().splitlines()
     assert len(lines) == files.counts["corpus_lines"] and all(ln.strip() and "<image>" not in ln for ln in lines)
     again = build_world(tmp_path / "again", cfg, progress=False)

@@ -127,6 +127,42 @@ def clip_caption(scene: Scene) -> str:
     return text + "."
 
 
+def clip_hard_negatives(scene: Scene, rng: random.Random) -> list[str]:
+    """Captions of the same scene with one detail wrong (NegCLIP-style hard negatives).
+
+    In a batch of random scenes, colours and positions already tell the captions apart, so a
+    contrastive model never needs to see shape or exact position. A negative that differs from the
+    true caption in exactly one object's shape, colour or cell forces the tower to encode each.
+    """
+    from dataclasses import replace
+
+    from allava.scenes.graph import COLORS, GRID, SHAPES
+
+    objs = list(scene.objects)
+    out: list[str] = []
+    shapes = [i for i, o in enumerate(objs) if o.category == "shape"]
+    if shapes:
+        i = rng.choice(shapes)
+        objs2 = list(objs)
+        objs2[i] = replace(objs[i], name=rng.choice([s for s in SHAPES if s != objs[i].name]))
+        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+    coloured = [i for i, o in enumerate(objs) if o.color]
+    if coloured:
+        i = rng.choice(coloured)
+        objs2 = list(objs)
+        objs2[i] = replace(objs[i], color=rng.choice([c for c in COLORS if c != objs[i].color]))
+        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+    taken = {o.cell for o in objs}
+    free = [(r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in taken]
+    if objs and free:  # one object moved to an empty cell
+        i = rng.randrange(len(objs))
+        objs2 = list(objs)
+        objs2[i] = replace(objs[i], cell=rng.choice(free))
+        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+    true = clip_caption(scene)
+    return [c for c in dict.fromkeys(out) if c != true]
+
+
 def inventory(scene: Scene) -> str:
     """Evidence sentence listing everything in the image, used at the start of detailed answers."""
     items = scene.items
@@ -288,17 +324,32 @@ def allava_record(rid: str, image: str, scene: Scene, out: dict) -> dict:
                           short_answer=out["short_answer"])}
 
 
-def vqa_record(rid: str, image: str, scene: Scene, rng: random.Random, max_turns: int = MAX_VQA_TURNS) -> dict:
-    """LLaVA-1.5 short-answer multi-turn record: one turn per applicable ability."""
-    qas = one_per_ability(scene, rng, max_turns)
+def vqa_record(rid: str, image: str, scene: Scene, qas: list[QA]) -> dict:
+    """LLaVA-1.5 short-answer record: one turn per QA (`one_per_ability` for LLaVA-1.5's merged
+    multi-turn form; the quickstart uses single turns, which a tiny LM learns from faster)."""
     conv = []
     for i, qa in enumerate(qas):
         human = f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
         conv += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + human},
                  {"from": "gpt", "value": qa.answer}]
     return {"id": rid, "image": image, "conversations": conv,
-            "meta": _meta("short_vqa", "mixed", VQA_PROMPT_VERSION, None, scene,
+            "meta": _meta("short_vqa", qas[0].ability if len(qas) == 1 else "mixed", VQA_PROMPT_VERSION, None, scene,
                           abilities=[qa.ability for qa in qas])}
+
+
+def lm_doc(rid: str, scene: Scene, rng: random.Random) -> dict:
+    """A text-form scene conversation for stage-0 LM pretraining: the scene in words, then every
+    ability's short question about it. Phi-2 brings retrieval from its pretraining; the tiny
+    stand-in LM gets it from the text form of this world (nothing here is a benchmark scene)."""
+    desc = caption(scene, rng) if rng.random() < 0.6 else _spec_list(scene)
+    conv = []
+    for i, qa in enumerate(one_per_ability(scene, rng, cap=len(scene.objects) + 10)):
+        q = f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
+        if i == 0:
+            q = f"{rng.choice(_TEXT_INTROS)}\n\n{desc}\n\n{q}"
+        conv += [{"from": "human", "value": q}, {"from": "gpt", "value": qa.answer}]
+    return {"id": rid, "conversations": conv,
+            "meta": _meta("lm_pretrain", "mixed", TEXT_PROMPT_VERSION, None, scene)}
 
 
 def text_record(rid: str, scene: Scene, rng: random.Random) -> dict:

@@ -5,7 +5,9 @@ Layout of `out_dir`:
     captions.jsonl    stage-1 caption records (ALLaVA-Caption stand-in)
     instruct.jsonl    ALLaVA-Instruct records + LLaVA-1.5 short-VQA records
     text.jsonl        text-only records (Evol-Instruct stand-in)
-    clip_pairs.jsonl  {"image", "caption"} for contrastive CLIP training
+    lm_docs.jsonl     text-form scene conversations for stage-0 LM pretraining (the Phi-2 corpus stand-in)
+    clip_pairs.jsonl  {"image", "caption", "negatives"} for contrastive CLIP training (hard negatives:
+                      the caption with one shape, colour or cell changed)
     corpus.txt        one text per line for LM (and tokenizer) pretraining
     bench.jsonl       held-out short-answer benchmark, balanced per ability
     bench_meta.json   answer space, chance and n per ability
@@ -35,6 +37,8 @@ from allava.scenes.teacher import (
     allava_record,
     caption_record,
     clip_caption,
+    clip_hard_negatives,
+    lm_doc,
     text_record,
     vqa_record,
 )
@@ -53,9 +57,13 @@ class WorldConfig:
     n_bench_per_ability: int = 40
     image_size: int = 96
     n_text: int = 1500
+    vqa_per_ability: int = 0  # single-turn short-answer records per ability (stage 2); 0: n_train_images
+    vqa_phrasings: int = 3  # question phrasings drawn per scene, so repeated records read differently
+    n_lm_scenes: int = 0  # text-form scene conversations for stage-0 LM pretraining (lm_docs.jsonl)
 
     def __post_init__(self) -> None:
-        if not 0 < self.n_train_images <= TEXT_OFFSET or not 0 <= self.n_text <= BENCH_OFFSET - TEXT_OFFSET:
+        if (not 0 < self.n_train_images <= TEXT_OFFSET
+                or not 0 <= self.n_text + self.n_lm_scenes <= BENCH_OFFSET - TEXT_OFFSET):
             raise ValueError("n_train_images / n_text exceed their seed ranges")
 
 
@@ -115,6 +123,7 @@ def _texts(record: dict) -> list[str]:
 
 def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: bool) -> dict[str, list]:
     out: dict[str, list] = {"captions": [], "instruct": [], "clip": []}
+    pools: dict[str, list] = {}
     with _bar(cfg.n_train_images, "train images", progress) as bar:
         for i in range(cfg.n_train_images):
             seed = train_seed(cfg, i)
@@ -126,10 +135,43 @@ def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: b
             teacher_out = allava_laion(scene, rng)
             out["captions"].append(caption_record(f"{rid}-cap", image, scene, teacher_out, rng))
             out["instruct"].append(allava_record(f"{rid}-allava", image, scene, teacher_out))
-            out["instruct"].append(vqa_record(f"{rid}-vqa", image, scene, rng))
-            out["clip"].append({"image": image, "caption": clip_caption(scene)})
+            for ability, qas in all_qas(scene, seed, cfg.vqa_phrasings).items():
+                pools.setdefault(ability, []).extend((rid, image, scene, qa) for qa in qas)
+            out["clip"].append({"image": image, "caption": clip_caption(scene),
+                                "negatives": clip_hard_negatives(scene, random.Random(f"negatives/{seed}"))})
             bar.update()
+    out["instruct"] += balanced_vqa(pools, cfg.vqa_per_ability or cfg.n_train_images,
+                                     random.Random(f"vqa-balance/{cfg.seed}"))
     return out
+
+
+def all_qas(scene, seed: int, phrasings: int) -> dict[str, list[QA]]:
+    """Every question the scene allows, in up to `phrasings` phrasings each (distinct texts)."""
+    out: dict[str, dict[str, QA]] = {}
+    for k in range(phrasings):
+        for ability, qas in ask(scene, random.Random(f"vqa/{seed}/{k}")).items():
+            for qa in qas:
+                out.setdefault(ability, {}).setdefault(qa.question, qa)
+    return {a: list(v.values()) for a, v in out.items()}
+
+
+def balanced_vqa(pools: dict[str, list], per_ability: int, rng: random.Random) -> list[dict]:
+    """`per_ability` single-turn short-answer records per ability (the benchmark weighs abilities
+    equally; the raw pools do not: counting applies to every scene, OCR to one kind in five).
+
+    Drawn without replacement while a pool lasts, then cycled, so rare abilities repeat their
+    records rather than the common ones crowding them out (the review's principle 10, balance).
+    Shuffled so that one image's questions are spread over the run.
+    """
+    rows = []
+    for ability in sorted(pools):
+        pool = list(pools[ability])
+        rng.shuffle(pool)
+        for j in range(per_ability):
+            rid, image, scene, qa = pool[j % len(pool)]
+            rows.append(vqa_record(f"{rid}-{ability}-{j}", image, scene, [qa]))
+    rng.shuffle(rows)
+    return rows
 
 
 def _build_text(cfg: WorldConfig, scfg: SceneConfig, progress: bool) -> list[dict]:
@@ -138,6 +180,17 @@ def _build_text(cfg: WorldConfig, scfg: SceneConfig, progress: bool) -> list[dic
         for i in range(cfg.n_text):
             seed = text_seed(cfg, i)
             rows.append(text_record(f"text-{i:06d}", sample_scene(seed, scfg), random.Random(f"text/{seed}")))
+            bar.update()
+    return rows
+
+
+def _build_lm_docs(cfg: WorldConfig, scfg: SceneConfig, progress: bool) -> list[dict]:
+    """Text-form conversations on scenes of the text range after the text-only records' seeds."""
+    rows = []
+    with _bar(cfg.n_lm_scenes, "LM text scenes", progress, unit="doc") as bar:
+        for i in range(cfg.n_lm_scenes):
+            seed = text_seed(cfg, cfg.n_text + i)
+            rows.append(lm_doc(f"lm-{i:06d}", sample_scene(seed, scfg), random.Random(f"lm/{seed}")))
             bar.update()
     return rows
 
@@ -228,18 +281,20 @@ def build_world(out_dir: str | Path, cfg: WorldConfig | None = None, progress: b
 
     train = _build_train(cfg, scfg, images / "train", progress)
     text = _build_text(cfg, scfg, progress)
+    lm_docs = _build_lm_docs(cfg, scfg, progress)
     bench = _build_bench(cfg, scfg, images / "bench", progress)
     corpus = _corpus([train["captions"], train["instruct"], text], train["clip"])
 
     _write_jsonl(files.captions, train["captions"])
     _write_jsonl(files.instruct, train["instruct"])
     _write_jsonl(files.text, text)
+    _write_jsonl(root / "lm_docs.jsonl", lm_docs)
     _write_jsonl(files.clip_pairs, train["clip"])
     _write_jsonl(files.bench, bench)
     files.corpus.write_text("\n".join(corpus) + "\n", encoding="utf-8")
     files.bench_meta.write_text(json.dumps(bench_meta(bench), indent=2) + "\n", encoding="utf-8")
     files.counts = {"train_images": cfg.n_train_images, "captions": len(train["captions"]),
-                    "instruct": len(train["instruct"]), "text": len(text), "clip_pairs": len(train["clip"]),
+                    "instruct": len(train["instruct"]), "text": len(text), "lm_docs": len(lm_docs), "clip_pairs": len(train["clip"]),
                     "bench": len(bench), "corpus_lines": len(corpus)}
     (root / "world.json").write_text(json.dumps({"config": asdict(cfg), "counts": files.counts}, indent=2) + "\n",
                                      encoding="utf-8")

@@ -34,7 +34,13 @@ def _tokenizer_phase(out: Path, cfg: QuickstartConfig) -> dict:
 def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.pretrain_lm import pretrain_lm
 
+    from allava.scenes.world import read_jsonl
+    from allava.train.pretrain_lm import conversation_texts
+
     corpus = (out / "world" / "corpus.txt").read_text().splitlines()
+    docs = out / "world" / "lm_docs.jsonl"
+    if docs.exists():  # the world in words, in the chat layout (the stand-in for Phi-2's pretraining)
+        corpus += conversation_texts(read_jsonl(docs), cfg.template)
     return pretrain_lm(corpus, out / "tokenizer", out / "lm", cfg.architectures()[0], cfg.lm)
 
 
@@ -43,7 +49,8 @@ def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.clip import train_clip
 
     images = out / "world" / "images"
-    pairs = [(images / r["image"], r["caption"]) for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
+    pairs = [(images / r["image"], r["caption"], r.get("negatives", []))
+             for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
     return train_clip(pairs, out / "tokenizer", out / "clip", cfg.architectures()[1], cfg.clip)
 
 

@@ -24,6 +24,8 @@ from allava.model.presets import TinyCLIP
 from allava.train.loop import random_batches, train_steps
 
 ImageLike = str | Path | Image.Image
+# (image, caption) or (image, caption, hard-negative captions)
+Pair = tuple[ImageLike, str] | tuple[ImageLike, str, list[str]]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -41,6 +43,13 @@ class CLIPTrainConfig:
     grad_clip: float = 1.0
     eval_size: int = 256  # held-out pairs (capped at 20% of the data)
     eval_batch: int = 64  # retrieval is top-1 among this many captions
+    # Each image is also contrasted with its own hard-negative captions (one shape, colour or cell
+    # changed; NegCLIP), so shape and position must be encoded, not just what tells random scenes apart.
+    hard_negatives: bool = True
+    # Std of the learned position embeddings at init. CLIP's default (0.02) is ~50x weaker than a
+    # patch embedding, and contrastive training never restores it: patch tokens then hardly say where
+    # they are, which a LLaVA LM (RoPE: positions reach only attention scores) needs to read off.
+    position_init_std: float | None = 1.0
     bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16
 
 
@@ -133,8 +142,31 @@ def retrieval_accuracy(model: CLIPModel, processor, pixels: torch.Tensor, ids: t
     return hits / n, chance / n
 
 
+def _unit(out) -> torch.Tensor:
+    """Unit-norm projected embeddings (transformers 5 returns an output object, 4.x a tensor)."""
+    emb = out if isinstance(out, torch.Tensor) else out.pooler_output
+    return torch.nn.functional.normalize(emb, dim=-1)
+
+
+def _contrastive_loss(model: CLIPModel, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                      neg_ids: torch.Tensor | None, neg_mask: torch.Tensor | None) -> torch.Tensor:
+    """Symmetric InfoNCE; with negatives, image->text also ranks each image's hard negatives
+    (extra columns shared by the batch, as NegCLIP does)."""
+    img = _unit(model.get_image_features(pixel_values=px))
+    txt = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))
+    scale = model.logit_scale.exp()
+    cols = txt
+    if neg_ids is not None and len(neg_ids):
+        neg = _unit(model.get_text_features(input_ids=neg_ids, attention_mask=neg_mask))
+        cols = torch.cat([txt, neg])
+    target = torch.arange(len(img))
+    i2t = torch.nn.functional.cross_entropy(scale * img @ cols.T, target)
+    t2i = torch.nn.functional.cross_entropy(scale * txt @ img.T, target)
+    return (i2t + t2i) / 2
+
+
 def train_clip(
-    pairs: list[tuple[ImageLike, str]],
+    pairs: list[Pair],
     tokenizer_dir: str | Path,
     out_dir: str | Path,
     preset: TinyCLIP,
@@ -151,17 +183,22 @@ def train_clip(
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     processor = make_image_processor(preset.image_size)
     model = build_clip(tokenizer, preset)
+    if cfg.position_init_std is not None:
+        torch.nn.init.normal_(model.vision_model.embeddings.position_embedding.weight, std=cfg.position_init_std)
     model.train()
 
-    pairs = list(pairs)
+    pairs = [(p[0], p[1], list(p[2]) if len(p) > 2 and cfg.hard_negatives else []) for p in pairs]
     random.Random(cfg.seed).shuffle(pairs)  # held-out slice must not depend on input order
     n_eval = min(cfg.eval_size, len(pairs) // 5)
     n_train = len(pairs) - n_eval
-    captions = [c for _, c in pairs]
+    captions = [c for _, c, _ in pairs]
     t_cache = time.perf_counter()
-    pixels = cache_images([im for im, _ in pairs], processor)  # uint8; normalized per batch
+    pixels = cache_images([im for im, _, _ in pairs], processor)  # uint8; normalized per batch
     cache_s = time.perf_counter() - t_cache
     ids, lengths = tokenize_captions(captions, tokenizer, preset.max_text_positions)
+    negatives = [n for _, _, negs in pairs[:n_train] for n in negs]
+    owner = torch.tensor([i for i, (_, _, negs) in enumerate(pairs[:n_train]) for _ in negs], dtype=torch.long)
+    neg_ids, neg_lengths = tokenize_captions(negatives, tokenizer, preset.max_text_positions) if negatives else (None, None)
 
     batches = random_batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
 
@@ -169,7 +206,11 @@ def train_clip(
         idx = next(batches)
         input_ids, mask = _text_batch(ids, lengths, idx)
         px = normalize(pixels[idx], processor)
-        return model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
+        if neg_ids is None:
+            return model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
+        neg = torch.nonzero(torch.isin(owner, idx)).flatten()
+        n_ids, n_mask = _text_batch(neg_ids, neg_lengths, neg) if len(neg) else (None, None)
+        return _contrastive_loss(model, px, input_ids, mask, n_ids, n_mask)
 
     losses, train_s, bf16 = train_steps(
         model, step_loss, max_steps=cfg.max_steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio,
@@ -197,5 +238,6 @@ def train_clip(
         "cache_s": cache_s,
         "wall_s": time.perf_counter() - t0,
         "bf16": bf16,
+        "hard_negatives": len(negatives),
         "loss_history": losses,
     }

@@ -45,6 +45,23 @@ def pack_blocks(texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: i
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
+def conversation_texts(records: list[dict], template: str) -> list[str]:
+    """LLaVA text-only records rendered in `template`, cut after each answer: `pack_blocks` then
+    puts the eos after every answer, so the LM sees exactly the turn layout it is later tuned on."""
+    from allava.data.templates import get_template
+
+    tpl = get_template(template)
+    texts: list[str] = []
+    for rec in records:
+        piece = ""
+        for seg in tpl.segments(rec["conversations"], None):
+            piece += seg.text
+            if seg.append_stop:
+                texts.append(piece)
+                piece = ""
+    return texts
+
+
 def build_lm(tokenizer: PreTrainedTokenizerBase, preset: TinyLM) -> LlamaForCausalLM:
     cfg = preset.config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     return LlamaForCausalLM(cfg)
