@@ -30,7 +30,7 @@ def world(tmp_path_factory) -> Path:
     from allava.scenes.world import WorldConfig, build_world
 
     root = tmp_path_factory.mktemp("world")
-    files = build_world(root, WorldConfig(n_train_images=120, n_bench_per_ability=1, n_text=40), progress=False)
+    files = build_world(root, WorldConfig(n_train_images=120, n_bench_per_ability=1, n_text=40, vqa_per_ability=12), progress=False)
     lines = [line for f in (files.instruct, files.captions, files.text) for line in f.read_text().splitlines()]
     (root / "all.jsonl").write_text("\n".join(lines) + "\n")
     return root
