@@ -262,3 +262,14 @@ def test_default_run_then_both_studies_end_to_end(tmp_path):
     main = json.loads((out / "report.json").read_text())
     assert set(main["studies"]) == {"table6", "noise"}
     assert "studies/noise/report.md" in (out / "report.md").read_text()
+
+
+def test_the_reported_peak_rss_is_the_highest_any_phase_recorded(tmp_path):
+    """A report rewritten by a later process (a study, a rerun) keeps the default run's own peak."""
+    import json
+
+    from allava.studies.phases import Phases
+
+    (tmp_path / "phases.json").write_text(json.dumps({"world": {"wall_s": 1.0, "peak_rss_mb_after": 900.0},
+                                                      "train-full": {"wall_s": 2.0, "peak_rss_mb_after": 2500.0}}))
+    assert Phases(tmp_path).peak_rss_mb() == 2500.0

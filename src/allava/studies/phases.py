@@ -44,6 +44,11 @@ class Phases:
     def wall_s(self) -> float:
         return sum(p["wall_s"] for p in self.done.values())
 
+    def peak_rss_mb(self) -> float:
+        """The highest peak recorded after any of these phases: a report rewritten later (by a study,
+        or a rerun that skips every phase) must not show the rewriting process's own, smaller peak."""
+        return max([p.get("peak_rss_mb_after", 0.0) for p in self.done.values()], default=peak_rss_mb())
+
 
 def stage_summary(r: StageResult) -> dict:
     """What the report keeps of a finished stage (a `run_stage` result)."""

@@ -20,7 +20,7 @@ import torch
 from allava.studies import pipeline
 from allava.studies.config import QuickstartConfig, load_quickstart_config
 from allava.studies.curve import LearningCurve, read_curve, score_subset
-from allava.studies.phases import Phases, peak_rss_mb
+from allava.studies.phases import Phases
 from allava.studies.report import TEXT_BOUND, write_quickstart_report
 
 __all__ = ["QuickstartConfig", "load_quickstart_config", "run_default", "run_quickstart", "write_report"]
@@ -128,7 +128,7 @@ def write_report(out: Path, cfg: QuickstartConfig, started: float | None = None)
         "studies": _studies(out),
         "wall_s_total": phases.wall_s(),
         "wall_s_this_run": time.perf_counter() - started if started else None,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": phases.peak_rss_mb(),
         "threads": torch.get_num_threads(),
     }
     return write_quickstart_report(out, report)

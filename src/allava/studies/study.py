@@ -5,7 +5,7 @@ from pathlib import Path
 
 from allava.config import ConfigError
 from allava.studies.config import QuickstartConfig
-from allava.studies.phases import Phases, peak_rss_mb
+from allava.studies.phases import Phases
 from allava.studies.quickstart import RUN, run_quickstart, write_report
 from allava.studies.report import (
     TARGET_STUDY_WALL_S,
@@ -43,9 +43,9 @@ class Study:
         wall = self.phases.wall_s()
         report = {"study": self.name, "question": question, "headline": headline, **report,
                   "comparisons": comparisons, "phases": strip_ids(self.phases.done), "wall_s": wall,
-                  "peak_rss_mb": peak_rss_mb(),
+                  "peak_rss_mb": self.phases.peak_rss_mb(),
                   "targets": {"wall_time": target(wall, f"<= {TARGET_STUDY_WALL_S} s (this study's own phases)",
-                                                  wall <= TARGET_STUDY_WALL_S)}}
+                                                  wall <= TARGET_STUDY_WALL_S, unit="s")}}
         lines = [f"# {title}", "", question, "", f"**{headline}**", "",
                  f"This study's own phases took {wall / 60:.1f} min (the default run it starts from is reported in "
                  f"[../../report.md](../../report.md)); peak RSS {report['peak_rss_mb']:.0f} MiB.", "",
