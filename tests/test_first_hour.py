@@ -86,6 +86,12 @@ def test_train_refuses_a_source_that_lost_its_images_or_is_an_object(capsys, rec
     assert code == 2 and "top level is a dict, expected a JSON array" in one_line(err)
 
 
+def test_train_refuses_a_model_max_length_no_record_fits(capsys, recipe, tmp_path):
+    code, _, err = cli(capsys, "train", "--config", str(recipe), "stages.stage1.model_max_length=8")
+    assert code == 2 and "none of its first" in one_line(err) and "model_max_length=8" in err
+    assert "image block ends at token" in err
+
+
 def test_configs_by_name_and_version(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "qc", "x.jsonl", "--config", "cheep")

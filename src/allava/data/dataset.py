@@ -101,6 +101,25 @@ class ConversationDataset(Dataset):
             log.warning("skipped %d invalid records (%s)", self.report.n_skipped, self.report.skipped)
         if not self.index:
             raise DataError("no valid training records in " + ", ".join(s.path for s in sources))
+        for src, records in zip(sources, self.records):
+            self._check_fits(src, records)
+
+    PROBE = 32  # records encoded per source up front: enough to tell "none fits" from "a few are long"
+
+    def _check_fits(self, src: DataSource, records: list[dict]) -> None:
+        """Refuse a source none of whose first records can be encoded (typically `model_max_length`
+        below the image block or the first answer): otherwise every sample is skipped one by one
+        while the run trains on the other sources, or fails after the model is built."""
+        reasons = []
+        for rec in records[: self.PROBE]:
+            try:
+                self.encoder.encode(rec["conversations"])
+                return
+            except EncodeError as e:
+                reasons.append(str(e))
+        if reasons:
+            raise DataError(f"{src.path}: none of its first {len(reasons)} records can be encoded "
+                            f"with model_max_length={self.encoder.max_length} ({reasons[0]})")
 
     def __len__(self) -> int:
         return len(self.index)
