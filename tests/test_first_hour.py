@@ -475,3 +475,14 @@ def test_train_says_which_checkpoint_it_resumes_from(capsys, tmp_path, backbones
     code, out, err = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")
     assert code == 0, err
     assert f"stage1: resuming from checkpoint-2 ({stage})" in out
+
+
+def test_train_progress_is_labelled_and_prints_no_raw_trainer_dicts(capsys, tmp_path, backbones, tiny_data):
+    recipe = write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run", max_steps=2, save_steps=5)
+    code, out, err = cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false")
+    assert code == 0, err
+    assert "{'loss'" not in out + err and "'train_runtime'" not in out + err
+    assert "stage1 steps" in err and "stage1: 2 steps in" in out + err
+    code, out, err = cli(capsys, "train", "--config", str(recipe), f"output_dir={tmp_path / 'quiet'}",
+                         "stages.stage2.enabled=false", "--no-progress")
+    assert code == 0 and "{'loss'" not in out + err and "stage1 steps" not in err

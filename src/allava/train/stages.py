@@ -26,6 +26,7 @@ from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
 from allava.train import feature_cache
 from allava.train.precision import use_bf16
+from allava.train.progress import use_stage_progress
 from allava.train.trainer import AllavaTrainer, set_trainable
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
                             projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
                             callbacks=callbacks)
+    use_stage_progress(trainer, name, progress)
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("%s: resuming from %s", name, resume)
