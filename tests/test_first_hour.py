@@ -486,3 +486,13 @@ def test_train_progress_is_labelled_and_prints_no_raw_trainer_dicts(capsys, tmp_
     code, out, err = cli(capsys, "train", "--config", str(recipe), f"output_dir={tmp_path / 'quiet'}",
                          "stages.stage2.enabled=false", "--no-progress")
     assert code == 0 and "{'loss'" not in out + err and "stage1 steps" not in err
+
+
+def test_qc_examples_must_be_a_number(capsys, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "conversations": [{"from": "human", "value": "hi"},
+                                                            {"from": "gpt", "value": "hello there"}]}) + "\n")
+    code, _, err = cli(capsys, "qc", str(data), "--config", "cheap", "--out", str(tmp_path / "qc"),
+                       "--set", "examples=lots")
+    assert code == 2 and "examples must be a whole number >= 0, got 'lots'" in one_line(err)
+    assert not (tmp_path / "qc").exists()

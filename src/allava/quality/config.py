@@ -104,7 +104,10 @@ def parse_config(raw: dict[str, Any], source: str = "") -> QCConfig:
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ConfigError(f"{source}: ops {dupes} appear twice; give each a distinct `label`")
-    return QCConfig(specs, int(raw.get("examples", 5)), source)
+    examples = raw.get("examples", 5)
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+        raise ConfigError(f"{source or 'qc config'}: examples must be a whole number >= 0, got {examples!r}")
+    return QCConfig(specs, examples, source)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> QCConfig:
