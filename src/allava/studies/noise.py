@@ -139,9 +139,12 @@ def run_noise_study(out: str | Path, cfg: QuickstartConfig, rate: float = DEFAUL
     inj = phases.run("inject", _inject_phase, out, cfg, folder, rate)
     qc = phases.run("qc", _qc_phase, out, cfg, folder, qc_path)
     evals = {"full/stage2": study.default_eval("stage2")}
+    # every arm trains as many steps as the clean run: the comparison is between data, not between
+    # training lengths (QC keeps fewer records, so at a fixed epoch count it would also train less)
+    steps = study.default.done[f"train-{study.run_name}"]["stages"]["stage2"]["steps"]
     for variant in VARIANTS:
         trained = phases.run(f"train-{variant}", pipeline.train_stage2_from, out, cfg, stage1, folder / variant,
-                             _data(out, cfg, folder, variant))
+                             _data(out, cfg, folder, variant), steps)
         evals[f"{variant}/stage2"] = phases.run(f"eval-{variant}/stage2", pipeline.evaluate, out, cfg,
                                                 trained["stages"]["stage2"]["model_dir"],
                                                 folder / f"predictions-{variant}.jsonl")

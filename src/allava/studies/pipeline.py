@@ -92,10 +92,13 @@ def train(out: Path, cfg: QuickstartConfig, run_dir: Path, skip_stage1: bool = F
 
 
 def train_stage2_from(out: Path, cfg: QuickstartConfig, init_dir: str, run_dir: Path,
-                      data: list[DataSource]) -> dict:
-    """A phase: stage 2 alone from a saved model (the default run's stage 1) on other data."""
+                      data: list[DataSource], max_steps: int | None = None) -> dict:
+    """A phase: stage 2 alone from a saved model (the default run's stage 1) on other data;
+    `max_steps` fixes the length (so data that QC shrank is not also trained for fewer steps)."""
     r = recipe(out, cfg, run_dir)
     stage = replace(r.stages["stage2"], data=data)
+    if max_steps:
+        stage = replace(stage, max_steps=max_steps)
     result = run_stage("stage2", stage, init_dir, run_dir / "stage2", r.model, feature_cache_dir=r.feature_cache_dir,
                        feature_cache_max_gb=r.feature_cache_max_gb)
     return {"stages": {"stage2": stage_summary(result)}}
