@@ -132,3 +132,38 @@ def test_make_image_processor_matches_requested_size():
     assert p.size == {"shortest_edge": 96} and p.crop_size == {"height": 96, "width": 96}
     px = p(Image.new("RGB", (150, 120), (255, 0, 0)), return_tensors="pt")["pixel_values"]
     assert px.shape == (1, 3, 96, 96)
+
+
+def test_clip_hard_negatives_enter_the_loss(tok_dir, tmp_path):
+    """Each image is also ranked against its own negative captions: with the negative equal to the
+    true caption the image->text term cannot fall below log 2, so the loss is measurably higher."""
+    import torch
+
+    from allava.train.clip import _contrastive_loss, build_clip, make_image_processor, normalize, tokenize_captions
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    model = build_clip(tok, CLIP_PRESET).eval()
+    proc = make_image_processor(CLIP_PRESET.image_size)
+    rng = random.Random(1)
+    imgs = [_shape_image(c, rng) for c in ("red", "green", "blue", "yellow")]
+    px = normalize(proc(imgs, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"].float(), proc)
+    caps = [f"a {c} square" for c in ("red", "green", "blue", "yellow")]
+    ids, lengths = tokenize_captions(caps, tok, 16)
+    mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        plain = _contrastive_loss(model, px, ids, mask, None, None)
+        same = _contrastive_loss(model, px, ids, mask, ids, mask)  # negatives identical to the positives
+    assert torch.isclose(plain, model(input_ids=ids, attention_mask=mask, pixel_values=px, return_loss=True).loss,
+                         atol=1e-5)
+    assert same > plain + 0.1
+
+    pairs = [(img, cap, [cap.replace("square", "circle")]) for img, cap in zip(imgs * 10, caps * 10)]
+    cfg = CLIPTrainConfig(max_steps=2, batch_size=8, eval_size=4, eval_batch=4, position_init_std=1.0)
+    stats = train_clip(pairs, tok_dir, tmp_path / "clip", CLIP_PRESET, cfg, progress=False)
+    assert stats["hard_negatives"] == len(pairs) - stats["num_eval"]
+    from transformers import CLIPModel
+
+    pos = CLIPModel.from_pretrained(tmp_path / "clip").vision_model.embeddings.position_embedding.weight
+    assert pos.std() > 0.5  # the large init, not CLIP's 0.02

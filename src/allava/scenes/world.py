@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from allava.scenes.abilities import ABILITIES, QA, SHORT_ANSWER_PROMPT, ask
-from allava.scenes.graph import SceneConfig, sample_scene
+from allava.scenes.graph import Scene, SceneConfig, sample_scene
 from allava.scenes.render import render
 from allava.scenes.teacher import (
     BRIEF_DESCRIPTION_INSTRUCTIONS,
@@ -145,7 +145,7 @@ def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: b
     return out
 
 
-def all_qas(scene, seed: int, phrasings: int) -> dict[str, list[QA]]:
+def all_qas(scene: Scene, seed: int, phrasings: int) -> dict[str, list[QA]]:
     """Every question the scene allows, in up to `phrasings` phrasings each (distinct texts)."""
     out: dict[str, dict[str, QA]] = {}
     for k in range(phrasings):
