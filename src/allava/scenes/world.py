@@ -3,7 +3,7 @@
 Layout of `out_dir`:
     images/train/{id}.png, images/bench/{id}.png   (record paths are relative to images/)
     captions.jsonl    stage-1 caption records (ALLaVA-Caption stand-in)
-    instruct.jsonl    ALLaVA-Instruct records + LLaVA-1.5 short-VQA records
+    instruct.jsonl    ALLaVA-Instruct records + single-turn short-VQA records, the same number per ability
     text.jsonl        text-only records (Evol-Instruct stand-in)
     lm_docs.jsonl     text-form scene conversations for stage-0 LM pretraining (the Phi-2 corpus stand-in)
     clip_pairs.jsonl  {"image", "caption", "negatives"} for contrastive CLIP training (hard negatives:
@@ -64,7 +64,7 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if (not 0 < self.n_train_images <= TEXT_OFFSET
                 or not 0 <= self.n_text + self.n_lm_scenes <= BENCH_OFFSET - TEXT_OFFSET):
-            raise ValueError("n_train_images / n_text exceed their seed ranges")
+            raise ValueError("n_train_images / n_text + n_lm_scenes exceed their seed ranges")
 
 
 @dataclass
