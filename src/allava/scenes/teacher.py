@@ -139,26 +139,24 @@ def clip_hard_negatives(scene: Scene, rng: random.Random) -> list[str]:
     from allava.scenes.graph import COLORS, GRID, SHAPES
 
     objs = list(scene.objects)
+
+    def changed(i: int, **detail) -> str:
+        return clip_caption(replace(scene, objects=(*objs[:i], replace(objs[i], **detail), *objs[i + 1:])))
+
     out: list[str] = []
     shapes = [i for i, o in enumerate(objs) if o.category == "shape"]
     if shapes:
         i = rng.choice(shapes)
-        objs2 = list(objs)
-        objs2[i] = replace(objs[i], name=rng.choice([s for s in SHAPES if s != objs[i].name]))
-        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+        out.append(changed(i, name=rng.choice([s for s in SHAPES if s != objs[i].name])))
     coloured = [i for i, o in enumerate(objs) if o.color]
     if coloured:
         i = rng.choice(coloured)
-        objs2 = list(objs)
-        objs2[i] = replace(objs[i], color=rng.choice([c for c in COLORS if c != objs[i].color]))
-        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+        out.append(changed(i, color=rng.choice([c for c in COLORS if c != objs[i].color])))
     taken = {o.cell for o in objs}
     free = [(r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in taken]
     if objs and free:  # one object moved to an empty cell
         i = rng.randrange(len(objs))
-        objs2 = list(objs)
-        objs2[i] = replace(objs[i], cell=rng.choice(free))
-        out.append(clip_caption(replace(scene, objects=tuple(objs2))))
+        out.append(changed(i, cell=rng.choice(free)))
     true = clip_caption(scene)
     return [c for c in dict.fromkeys(out) if c != true]
 
@@ -284,11 +282,13 @@ def _lc_first(s: str) -> str:
     return s if s.startswith("I ") else s[0].lower() + s[1:]
 
 
-def text_only(scene: Scene, rng: random.Random) -> dict:
-    """A text-only conversation: a scene described in words, then questions answerable from the text."""
-    desc = caption(scene, rng) if rng.random() < 0.6 else _spec_list(scene)
-    detailed = rng.random() < 0.5
-    qas = one_per_ability(scene, rng)[: rng.randint(2, 4)]
+def _describe(scene: Scene, rng: random.Random) -> str:
+    """The scene in words, as a text-only record gives it: the caption, or the object list."""
+    return caption(scene, rng) if rng.random() < 0.6 else _spec_list(scene)
+
+
+def _text_conversation(desc: str, qas: list[QA], detailed: bool, rng: random.Random) -> list[dict]:
+    """Questions about a described scene; the first turn opens with an intro and the description."""
     conv = []
     for i, qa in enumerate(qas):
         q = qa.question if detailed else f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
@@ -296,7 +296,16 @@ def text_only(scene: Scene, rng: random.Random) -> dict:
             q = f"{rng.choice(_TEXT_INTROS)}\n\n{desc}\n\n{q}"
         ans = f"According to the description, {_lc_first(qa.reason)} So the answer is {qa.answer}." if detailed else qa.answer
         conv += [{"from": "human", "value": q}, {"from": "gpt", "value": ans}]
-    return {"conversations": conv, "abilities": [qa.ability for qa in qas], "detailed": detailed}
+    return conv
+
+
+def text_only(scene: Scene, rng: random.Random) -> dict:
+    """A text-only conversation: a scene described in words, then questions answerable from the text."""
+    desc = _describe(scene, rng)
+    detailed = rng.random() < 0.5
+    qas = one_per_ability(scene, rng)[: rng.randint(2, 4)]
+    return {"conversations": _text_conversation(desc, qas, detailed, rng),
+            "abilities": [qa.ability for qa in qas], "detailed": detailed}
 
 
 # ---------------------------------------------------------------- LLaVA records
@@ -341,13 +350,8 @@ def lm_doc(rid: str, scene: Scene, rng: random.Random) -> dict:
     """A text-form scene conversation for stage-0 LM pretraining: the scene in words, then every
     ability's short question about it. Phi-2 brings retrieval from its pretraining; the tiny
     stand-in LM gets it from the text form of this world (nothing here is a benchmark scene)."""
-    desc = caption(scene, rng) if rng.random() < 0.6 else _spec_list(scene)
-    conv = []
-    for i, qa in enumerate(one_per_ability(scene, rng, cap=len(scene.objects) + 10)):
-        q = f"{qa.question}\n{SHORT_ANSWER_PROMPT}"
-        if i == 0:
-            q = f"{rng.choice(_TEXT_INTROS)}\n\n{desc}\n\n{q}"
-        conv += [{"from": "human", "value": q}, {"from": "gpt", "value": qa.answer}]
+    desc = _describe(scene, rng)
+    conv = _text_conversation(desc, one_per_ability(scene, rng, cap=len(scene.objects) + 10), False, rng)
     return {"id": rid, "conversations": conv,
             "meta": _meta("lm_pretrain", "mixed", TEXT_PROMPT_VERSION, None, scene)}
 

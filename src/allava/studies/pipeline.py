@@ -32,10 +32,8 @@ def _tokenizer_phase(out: Path, cfg: QuickstartConfig) -> dict:
 
 
 def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
-    from allava.train.pretrain_lm import pretrain_lm
-
     from allava.scenes.world import read_jsonl
-    from allava.train.pretrain_lm import conversation_texts
+    from allava.train.pretrain_lm import conversation_texts, pretrain_lm
 
     corpus = (out / "world" / "corpus.txt").read_text().splitlines()
     docs = out / "world" / "lm_docs.jsonl"

@@ -150,8 +150,8 @@ def _unit(out) -> torch.Tensor:
 
 def _contrastive_loss(model: CLIPModel, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                       neg_ids: torch.Tensor | None, neg_mask: torch.Tensor | None) -> torch.Tensor:
-    """Symmetric InfoNCE; with negatives, image->text also ranks each image's hard negatives
-    (extra columns shared by the batch, as NegCLIP does)."""
+    """Symmetric InfoNCE (CLIP's own loss without negatives); with negatives, image->text also ranks
+    each image's hard negatives (extra columns shared by the batch, as NegCLIP does)."""
     img = _unit(model.get_image_features(pixel_values=px))
     txt = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))
     scale = model.logit_scale.exp()
@@ -206,8 +206,6 @@ def train_clip(
         idx = next(batches)
         input_ids, mask = _text_batch(ids, lengths, idx)
         px = normalize(pixels[idx], processor)
-        if neg_ids is None:
-            return model(input_ids=input_ids, attention_mask=mask, pixel_values=px, return_loss=True).loss
         neg = torch.nonzero(torch.isin(owner, idx)).flatten()
         n_ids, n_mask = _text_batch(neg_ids, neg_lengths, neg) if len(neg) else (None, None)
         return _contrastive_loss(model, px, input_ids, mask, n_ids, n_mask)
