@@ -151,3 +151,22 @@ def test_text_only_batches_never_run_the_vision_tower(backbones, tiny_data):
     assert mixed["pixel_values"].shape[0] == 2  # only the image samples carry pixels
     model(**mixed)
     assert calls == [1]
+
+
+def test_rerun_after_the_last_checkpoint_trains_no_extra_step(backbones, tiny_data, tmp_path):
+    """Killed after the checkpoint at max_steps but before final/: the rerun must not train on. The
+    Trainer resumes mid-epoch (stage 1 here has 9 steps per epoch, max_steps 6) and would take one
+    more step before it checks max_steps."""
+    import shutil
+
+    from allava.train.stages import load_recipe, run_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run"),
+                         ["stages.stage2.enabled=false"])
+    (first,) = run_recipe(recipe, progress=False)
+    stage = tmp_path / "run" / "stage1"
+    (stage / "summary.json").unlink()
+    shutil.rmtree(stage / "final")
+    (again,) = run_recipe(recipe, progress=False)
+    assert again.steps == first.steps == 6
+    assert again.losses == first.losses

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerState, TrainingArguments, set_seed
 
 from allava.config import from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
@@ -179,7 +179,14 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     resume = last_checkpoint(out_dir)
     if resume:
         log.info("%s: resuming from %s", name, resume)
-    metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    finished = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")) if resume else None
+    if finished is not None and 0 < finished.max_steps <= finished.global_step:
+        # killed after its last checkpoint, before final/: resuming mid-epoch, the Trainer would take
+        # one step more before it checks max_steps; the checkpoint already is the trained model
+        trainer._load_from_checkpoint(resume)
+        trainer.state, metrics = finished, {}
+    else:
+        metrics = trainer.train(resume_from_checkpoint=resume).metrics
     trainer.hooks.remove()
 
     final = out_dir / "final"
