@@ -30,7 +30,11 @@ VARIANTS = {"noisy": "noisy", "qc": "noisy, then QC"}
 
 def qc_config_for(out: Path, path: str | Path = QC_CONFIG) -> dict:
     """The QC YAML with this run's LM / CLIP filled in where an op names no model (explicit ones win)."""
-    raw = load_yaml(path)
+    return fill_models(load_yaml(path), out)
+
+
+def fill_models(raw: dict, out: Path) -> dict:
+    """`raw` (a parsed QC YAML) with the run `out`'s LM / CLIP where an op names no model."""
     for entry in raw.get("ops", []):
         folder = MODEL_FOR_OP.get(entry.get("name"))
         if folder and not entry.get("model"):
