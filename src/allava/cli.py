@@ -100,6 +100,14 @@ def _chat(p: argparse.ArgumentParser):
     return run
 
 
+@verb("serve", "the assistant behind an OpenAI-compatible API and a chat page (batched)")
+def _serve(p: argparse.ArgumentParser):
+    from allava.serve.cli import add_serve_arguments, run_serve
+
+    add_serve_arguments(p)
+    return run_serve
+
+
 @verb("synth", "synthesize training data with a teacher (resumable, rate-limited, budgeted)")
 def _synth(p: argparse.ArgumentParser):
     from allava.synth.cli import add_arguments, run

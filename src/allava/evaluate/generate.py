@@ -67,24 +67,28 @@ class Answerer:
             raise ConfigError(f"--system: template {self.template!r} takes its system prompt from the tokenizer")
         self.encoder.template = dataclasses.replace(self.encoder.template, system=system.rstrip() + "\n")
 
+    def batch_inputs(self, prompts: list[list[int]], images: list[Image.Image]) -> dict:
+        """`generate` inputs for prompts of different lengths: left padding (generation continues at
+        the right edge of every row) with its attention mask, and every image in prompt order."""
+        n = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (n - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
+        inputs = {"input_ids": ids.to(self.model.device), "attention_mask": mask.to(self.model.device)}
+        if images:
+            pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+            inputs["pixel_values"] = pixels.to(self.model.dtype).to(self.model.device)
+        return inputs
+
     def answer(self, questions: list[Question], max_new_tokens: int = 32, temperature: float = 0.0,
                top_p: float = 1.0) -> list[str]:
         """Greedy by default; `temperature > 0` samples (with nucleus `top_p`)."""
-        prompts = [self.encoder.prompt_ids(q.conversations) for q in questions]
-        n = max(len(p) for p in prompts)
+        inputs = self.batch_inputs([self.encoder.prompt_ids(q.conversations) for q in questions],
+                                   [_rgb(q.image) for q in questions if q.image is not None])
+        n = inputs["input_ids"].shape[1]
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (n - len(p)) + p for p in prompts])  # left padding for generation
-        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
-        images = [_rgb(q.image) for q in questions if q.image is not None]
-        kwargs = {}
-        if images:
-            kwargs["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(
-                self.model.dtype)
-        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
-        if "pixel_values" in kwargs:
-            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.device)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens,
                                   **({"do_sample": True, "temperature": temperature, "top_p": top_p}
                                      if temperature > 0 else {"do_sample": False}),
-                                  pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+                                  pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
         return [self.tokenizer.decode(row[n:], skip_special_tokens=True).strip() for row in out]
