@@ -467,7 +467,8 @@ def test_train_refuses_a_changed_recipe_on_a_finished_run(capsys, tmp_path, back
 def test_train_says_which_checkpoint_it_resumes_from(capsys, tmp_path, backbones, tiny_data):
     import shutil
 
-    recipe = write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run", max_steps=2, save_steps=1)
+    recipe = write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run", max_steps=2, save_steps=1,
+                          keep_last_checkpoint=True)  # the rerun below resumes from it
     assert cli(capsys, "train", "--config", str(recipe), "stages.stage2.enabled=false", "--no-progress")[0] == 0
     stage = tmp_path / "run" / "stage1"
     (stage / "summary.json").unlink()  # as if killed after its last checkpoint

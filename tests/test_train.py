@@ -162,11 +162,12 @@ def test_rerun_after_the_last_checkpoint_trains_no_extra_step(backbones, tiny_da
     from allava.train.stages import load_recipe, run_recipe
 
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", backbones, tiny_data, tmp_path / "run"),
-                         ["stages.stage2.enabled=false"])
+                         ["stages.stage2.enabled=false", "stages.stage1.keep_last_checkpoint=true"])
     (first,) = run_recipe(recipe, progress=False)
     stage = tmp_path / "run" / "stage1"
     (stage / "summary.json").unlink()
     shutil.rmtree(stage / "final")
+    assert (stage / "checkpoint-6" / "trainer_state.json").exists()  # kept as asked
     (again,) = run_recipe(recipe, progress=False)
     assert again.steps == first.steps == 6
     assert again.losses == first.losses

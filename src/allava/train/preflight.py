@@ -22,9 +22,17 @@ BOOL_OR_AUTO = ("auto", True, False)
 CACHE_CHOICES = ("auto", "on", "off", True, False)
 
 
+REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
 def _devices() -> int:
+    """Processes (set by torchrun / accelerate launch), or the GPUs one process drives (DataParallel)."""
+    import os
+
     import torch
 
+    if "WORLD_SIZE" in os.environ:
+        return max(1, int(os.environ["WORLD_SIZE"]))
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
@@ -54,6 +62,12 @@ def check_stage(cfg: Any) -> None:
         raise ValueError(f"bf16: choose auto, true or false, got {cfg.bf16!r}")
     if cfg.feature_cache not in CACHE_CHOICES:
         raise ValueError(f"feature_cache: choose auto, on or off, got {cfg.feature_cache!r}")
+    if cfg.report_to not in REPORT_TO:
+        raise ValueError(f"report_to: choose {', '.join(REPORT_TO)}, got {cfg.report_to!r}")
+    needs = REPORT_TO[cfg.report_to]
+    if needs and not any(importlib.util.find_spec(m) for m in needs):
+        raise ValueError(f"report_to: {cfg.report_to} needs the {needs[0]} package (pip install {needs[0]}), "
+                         "or set report_to: none")
     step = cfg.per_device_batch_size * _devices()
     if cfg.global_batch_size % step:
         lower, upper = max(step, cfg.global_batch_size // step * step), (cfg.global_batch_size // step + 1) * step

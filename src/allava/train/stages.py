@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerState, TrainingArguments, set_seed
 
-from allava.config import from_dict, load_yaml
+from allava.config import ConfigError, from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
@@ -47,12 +48,14 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     model_max_length: int = 2048
-    pad_to_multiple_of: int = 64
+    pad_to_multiple_of: int = 8  # with length grouping: 1.0x more padding than pad-to-longest, see README
     group_by_modality: bool = True
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # auto: where the hardware does bf16 natively (GPU, or CPU with AVX512-BF16/AMX)
     save_steps: int = 500
     save_total_limit: int = 2
+    keep_last_checkpoint: bool = False  # false: the last checkpoint-N (optimizer state) goes once final/ is written
+    report_to: str = "none"  # none | tensorboard | wandb (the Trainer's integrations; logs under <stage>/runs)
     logging_steps: int = 10
     dataloader_workers: int = 0
     deepspeed: str | None = None
@@ -92,6 +95,7 @@ class StageResult:
     train_s: float = 0.0  # the Trainer's own runtime (no model loading, no feature caching)
     samples_per_s: float = 0.0
     feature_cache: dict = field(default_factory=dict)  # used, reason, hits, computed, bytes_on_disk, compute_s
+    tokens: int = 0  # non-padding input tokens trained on, all processes and resumes together
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainRecipe:
@@ -130,23 +134,75 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
                                   images_only="language_model" not in cfg.train)
     bf16 = use_bf16(cfg.bf16)
+    args = training_args(cfg, out_dir, bf16, progress)
     use_cache, why = feature_cache.decide(cfg.feature_cache, cfg.train, processor.image_processor,
                                           model.model.vision_tower, cfg.deepspeed)
     cache = feature_cache.CacheStats(used=False, reason=why)
     if use_cache:
         request = feature_cache.CacheRequest(
             root=feature_cache_dir or out_dir.parent / "feature_cache", max_gb=feature_cache_max_gb, bf16=bf16,
-            batch_size=max(32, cfg.per_device_batch_size), workers=cfg.dataloader_workers, progress=progress)
+            batch_size=max(32, cfg.per_device_batch_size), workers=cfg.dataloader_workers,
+            progress=progress and args.process_index == 0, device=str(args.device))
         dataset.features, cache = feature_cache.prepare(model, processor.image_processor, dataset.image_files(), request)
         cache.reason = why
     else:
         log.info("%s: no feature cache (%s)", name, why)
-    world = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-    accumulation = max(1, cfg.global_batch_size // (cfg.per_device_batch_size * world))
-    args = TrainingArguments(
+    trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
+                            processing_class=processor, group_by_modality=cfg.group_by_modality,
+                            projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
+                            callbacks=callbacks)
+    clock = use_stage_progress(trainer, name, progress, global_batch(args))
+    resume = last_checkpoint(out_dir)
+    if resume:
+        log.info("%s: resuming from %s", name, resume)
+    finished = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")) if resume else None
+    if finished is not None and 0 < finished.max_steps <= finished.global_step:
+        # killed after its last checkpoint, before final/: resuming mid-epoch, the Trainer would take
+        # one step more before it checks max_steps; the checkpoint already is the trained model
+        trainer._load_from_checkpoint(resume)
+        trainer.state = finished
+        clock.restore(finished.stateful_callbacks.get(type(clock).__name__))
+    else:
+        trainer.train(resume_from_checkpoint=resume)
+    trainer.hooks.remove()
+
+    final = out_dir / "final"
+    recipe.stage = name
+    recipe.history.append({"stage": name, "config": asdict(cfg), "steps": trainer.state.global_step})
+    state, train_s = trainer.state, clock.seconds()
+    report = dataset.report
+    result = StageResult(
+        name=name, model_dir=str(final), steps=state.global_step,
+        wall_s=time.perf_counter() - t0, tokens_per_s=state.num_input_tokens_seen / max(train_s, 1e-9),
+        losses=[(h["step"], h["loss"]) for h in state.log_history if "loss" in h],
+        trainable=trainable, train_s=train_s, tokens=state.num_input_tokens_seen,
+        samples_per_s=state.global_step * global_batch(args) / max(train_s, 1e-9), feature_cache=cache.to_dict(),
+        data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
+              "skipped": report.skipped, "skipped_examples": report.examples},
+    )
+    if trainer.is_world_process_zero():
+        save_checkpoint(model, processor, recipe, final)
+        summary_path.write_text(json.dumps(asdict(result), indent=2))
+        if not cfg.keep_last_checkpoint:  # final/ and summary.json are written: the stage is done
+            for ckpt in out_dir.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # the next stage (every process) starts from final/
+    return result
+
+
+def global_batch(args: TrainingArguments) -> int:
+    """Samples per optimizer step over all processes (``train_batch_size`` counts DataParallel GPUs)."""
+    return args.train_batch_size * args.world_size * args.gradient_accumulation_steps
+
+
+def training_args(cfg: StageConfig, out_dir: Path, bf16: bool, progress: bool) -> TrainingArguments:
+    """The stage's TrainingArguments, gradient accumulation from the real world size (the
+    processes ``torchrun`` / ``accelerate launch`` started, x GPUs under DataParallel), so one
+    recipe trains at the same global batch on 1, 2 or 8 processes."""
+    kwargs = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.lr,
@@ -163,48 +219,22 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        report_to=[],
+        report_to="none" if cfg.report_to == "none" else [cfg.report_to],
+        include_num_input_tokens_seen="non_padding",  # summed over processes, kept in checkpoints
         remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers,
         deepspeed=cfg.deepspeed,
         seed=cfg.seed,
         disable_tqdm=not progress,
     )
-    trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
-                            processing_class=processor, group_by_modality=cfg.group_by_modality,
-                            projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
-                            callbacks=callbacks)
-    use_stage_progress(trainer, name, progress)
-    resume = last_checkpoint(out_dir)
-    if resume:
-        log.info("%s: resuming from %s", name, resume)
-    finished = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")) if resume else None
-    if finished is not None and 0 < finished.max_steps <= finished.global_step:
-        # killed after its last checkpoint, before final/: resuming mid-epoch, the Trainer would take
-        # one step more before it checks max_steps; the checkpoint already is the trained model
-        trainer._load_from_checkpoint(resume)
-        trainer.state, metrics = finished, {}
-    else:
-        metrics = trainer.train(resume_from_checkpoint=resume).metrics
-    trainer.hooks.remove()
-
-    final = out_dir / "final"
-    recipe.stage = name
-    recipe.history.append({"stage": name, "config": asdict(cfg), "steps": trainer.state.global_step})
-    save_checkpoint(model, processor, recipe, final)
-    report = dataset.report
-    result = StageResult(
-        name=name, model_dir=str(final), steps=trainer.state.global_step,
-        wall_s=time.perf_counter() - t0, tokens_per_s=trainer.tokens_per_second(),
-        losses=[(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
-        trainable=trainable, train_s=metrics.get("train_runtime", 0.0),
-        samples_per_s=metrics.get("train_samples_per_second", 0.0), feature_cache=cache.to_dict(),
-        data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
-              "skipped": report.skipped, "skipped_examples": report.examples},
-    )
-    summary_path.write_text(json.dumps(asdict(result), indent=2))
-    return result
+    args = TrainingArguments(**kwargs)
+    per_step = args.train_batch_size * args.world_size
+    if cfg.global_batch_size % per_step:
+        raise ConfigError(f"global_batch_size: {cfg.global_batch_size} is not a multiple of per_device_batch_size "
+                          f"{cfg.per_device_batch_size} x {per_step // cfg.per_device_batch_size} device(s); "
+                          f"set a multiple of {per_step}")
+    accumulation = cfg.global_batch_size // per_step
+    return args if accumulation == 1 else TrainingArguments(**kwargs, gradient_accumulation_steps=accumulation)
 
 
 def run_recipe(recipe: TrainRecipe, progress: bool = True,

@@ -1,5 +1,5 @@
 """``transformers.Trainer`` with what is specific to LLaVA training: per-stage freezing,
-per-module learning rates, modality-grouped sampling, a tokens/s count, and two shortcuts that
+per-module learning rates, modality-grouped sampling, and two shortcuts that
 leave the model and its loss unchanged:
 
 - cached vision features: a batch may carry ``image_features`` (the frozen tower's selected
@@ -16,7 +16,6 @@ saved checkpoints are untouched.
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from transformers import Trainer
 
 from allava.data.tokenize import IGNORE_INDEX
 
-from allava.train.sampler import ModalityGroupedSampler
+from allava.train.sampler import ModalityGroupedSampler, default_megabatch
 
 HEAD_ROWS_MULTIPLE = 64
 
@@ -103,16 +102,16 @@ class AllavaTrainer(Trainer):
         self.projector_lr = projector_lr
         self.lm_head_on_labels_only = lm_head_on_labels_only
         self.hooks = BatchHooks(self.accelerator.unwrap_model(self.model))
-        self.tokens_seen = 0
-        self.started = time.perf_counter()
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.group_by_modality:
             return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return ModalityGroupedSampler(dataset.modality_lengths, self.args.train_batch_size * self.args.world_size,
-                                      seed=seed, megabatch=max(1, self.args.gradient_accumulation_steps))
+        lengths = dataset.modality_lengths
+        batch = self.args.train_batch_size * self.args.world_size
+        return ModalityGroupedSampler(lengths, batch, seed=seed, megabatch=default_megabatch(
+            len(lengths), batch, self.args.gradient_accumulation_steps))
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.projector_lr is not None:
@@ -140,7 +139,6 @@ class AllavaTrainer(Trainer):
         model.load_state_dict(saved.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.tokens_seen += int(inputs["attention_mask"].sum())
         inputs = dict(inputs)
         features = inputs.pop("image_features", None)
         sparse = (self.lm_head_on_labels_only and not return_outputs and "labels" in inputs
@@ -173,6 +171,3 @@ class AllavaTrainer(Trainer):
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size()
                                if self.args.n_gpu <= 1 else self.args.n_gpu)
         return loss
-
-    def tokens_per_second(self) -> float:
-        return self.tokens_seen / max(1e-9, time.perf_counter() - self.started)
