@@ -268,3 +268,289 @@ def test_unknown_letter_rules_is_a_one_line_error(tmp_path, capsys):
     assert main(["score", "--benchmark", "mmbench", "--data", str(tsv), "--predictions", str(preds),
                  "--letter-rules", "nope"]) == 2
     assert "unknown letter rules 'nope'" in capsys.readouterr().err
+
+
+# --- LLaVA's question files as --data (playground/data/eval/<bench>/, detected by content) -------
+SHORT = "Answer the question using a single word or phrase."
+
+
+def test_pope_llava_question_file_as_data(tmp_path, capsys):
+    """scripts/v1_5/eval/pope.sh: model_vqa_loader.py asks llava_pope_test.jsonl's text about
+    val2014/<image>; eval_pope.py scores the answers against coco/coco_pope_<category>.json. --data
+    the question file: LLaVA's prompts, its integer ids, all 6 right -> F1 100."""
+    root = pope_fixture(tmp_path / "pope")
+    bench = get_benchmark("pope")
+    samples = bench.load(root / "llava_pope_test.jsonl")
+    assert [s.meta["llava_id"] for s in samples] == [str(n) for n in range(1, 7)]
+    assert samples[0].prompt == f"Is there a cat?\n{SHORT}" and samples[0].image == root / "val2014" / "a.jpg"
+    preds = jsonl(tmp_path / "answers.jsonl", [{"question_id": n, "prompt": "x", "text": t, "answer_id": "a",
+                                                "model_id": "m"} for n, t in zip(range(1, 7), ["Yes", "No"] * 3)])
+    assert main(["score", "--benchmark", "pope", "--data", str(root / "llava_pope_test.jsonl"),
+                 "--predictions", str(preds)]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_f1"] == 100.0
+
+
+def test_mme_llava_question_file_as_data(tmp_path):
+    """scripts/v1_5/eval/mme.sh: llava_mme.jsonl (question_id '<subtask>/<image>', image relative to
+    MME_Benchmark_release_version/, LLaVA's text without 'Please answer yes or no.' where it dropped it);
+    convert_answer_to_mme.py finds the gold by subtask, image and question."""
+    rel = tmp_path / "MME" / "MME_Benchmark_release_version"
+    png(rel / "artwork" / "images" / "1.jpg")
+    (rel / "artwork" / "questions_answers_YN").mkdir(parents=True)
+    (rel / "artwork" / "questions_answers_YN" / "1.txt").write_text(
+        "Is this by Monet? Please answer yes or no.\tYes\nIs this by Dali? Please answer yes or no.\tNo\n")
+    qfile = jsonl(tmp_path / "MME" / "llava_mme.jsonl", [
+        {"question_id": "artwork/1.jpg", "image": "artwork/images/1.jpg", "category": "artwork",
+         "text": f"Is this by Dali?\n{SHORT}"},
+        {"question_id": "artwork/1.jpg", "image": "artwork/images/1.jpg", "category": "artwork",
+         "text": f"Is this by Monet? Please answer yes or no.\n{SHORT}"}])
+    bench = get_benchmark("mme")
+    samples = bench.load(qfile)
+    assert [s.question_id for s in samples] == ["artwork/1.jpg/1", "artwork/1.jpg/0"]  # LLaVA's order
+    assert samples[0].prompt == f"Is this by Dali?\n{SHORT}" and samples[0].image == rel / "artwork/images/1.jpg"
+    from allava.evaluate.answers import Answer
+
+    got = bench.match(samples, [Answer("No", "artwork/1.jpg", {"prompt": samples[0].prompt}),
+                                Answer("Yes", "artwork/1.jpg", {"prompt": samples[1].prompt})])
+    assert bench.score(samples, got)["subtasks"]["artwork"]["score"] == 200.0
+
+
+def test_textvqa_llava_question_file_as_data(tmp_path):
+    """scripts/v1_5/eval/textvqa.sh: llava_textvqa_val_v051_ocr.jsonl (question_id = image id, text =
+    question + 'Reference OCR token: ...' + suffix) with TextVQA_0.5.1_val.json beside it, as
+    eval_textvqa.py pairs them (image id + prompt_processor's question)."""
+    (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [
+        {"question_id": 7, "question": "what brand?", "image_id": "im1", "answers": ["kodak"] * 10},
+        {"question_id": 8, "question": "what year?", "image_id": "im1", "answers": ["1999"] * 10}]}))
+    qfile = jsonl(tmp_path / "llava_textvqa_val_v051_ocr.jsonl", [
+        {"question_id": "im1", "image": "im1.jpg", "text": f"{q}\nReference OCR token: KODAK, 1999\n{SHORT}"}
+        for q in ("what year?", "what brand?")])
+    samples = get_benchmark("textvqa").load(qfile)
+    assert [s.question_id for s in samples] == ["8", "7"]
+    assert samples[1].prompt == f"what brand?\nReference OCR token: KODAK, 1999\n{SHORT}"
+    from allava.evaluate.benchmarks import BenchmarkError
+
+    with pytest.raises(BenchmarkError, match="use --benchmark textvqa"):
+        get_benchmark("textvqa-noocr").load(qfile)
+
+
+def test_gqa_llava_question_file_as_data(tmp_path, capsys):
+    """scripts/v1_5/eval/gqa.sh: llava_gqa_testdev_balanced.jsonl beside data/ (testdev_balanced_questions.json,
+    images/); convert_gqa_for_eval.py keeps question_id as the GQA questionId. A one-line answer file is
+    LLaVA JSONL, not MMMU's {id: response} JSON (it was read as that and matched nothing)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "testdev_balanced_questions.json").write_text(json.dumps({
+        "201": {"imageId": "n1", "question": "Is it red?", "answer": "yes"},
+        "202": {"imageId": "n1", "question": "Is it big?", "answer": "no"}}))
+    qfile = jsonl(tmp_path / "llava_gqa_testdev_balanced.jsonl", [
+        {"question_id": "202", "image": "n1.jpg", "text": f"Is it big?\n{SHORT}"}])
+    samples = get_benchmark("gqa").load(qfile)
+    assert [(s.question_id, s.prompt, s.image) for s in samples] == [
+        ("202", f"Is it big?\n{SHORT}", tmp_path / "data" / "images" / "n1.jpg")]
+    preds = jsonl(tmp_path / "merge.jsonl", [{"question_id": "202", "prompt": "p", "text": "No"}])
+    assert main(["score", "--benchmark", "gqa", "--data", str(qfile), "--predictions", str(preds)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 100.0
+
+
+def sqa_fixture(root):
+    png(root / "images" / "test" / "10" / "image.png")
+    (root / "problems.json").write_text(json.dumps({
+        "10": {"question": "Which is a mammal?", "choices": ["frog", "whale"], "answer": 1, "hint": "",
+               "image": "image.png", "subject": "natural science"},
+        "11": {"question": "2+2?", "choices": ["4", "5"], "answer": 0, "hint": "Math.", "image": None,
+               "subject": "language science"}}))
+    (root / "pid_splits.json").write_text(json.dumps({"test": ["10", "11"]}))
+    return root
+
+
+def test_scienceqa_llava_question_file_as_data(tmp_path):
+    """scripts/v1_5/eval/sqa.sh: model_vqa_science.py reads llava_test_CQM-A.json (a JSON list of
+    {id, image '<pid>/image.png', conversations}; human turn with '<image>' removed, the letter suffix
+    added by --single-pred-prompt), images from images/test/; eval_science_qa.py reads problems.json."""
+    root = sqa_fixture(tmp_path)
+    (root / "llava_test_CQM-A.json").write_text(json.dumps([
+        {"id": "10", "image": "10/image.png", "conversations": [
+            {"from": "human", "value": "Context: N/A\nWhich is a mammal?\nA. frog\nB. whale\n<image>"},
+            {"from": "gpt", "value": "The answer is B."}]},
+        {"id": "11", "conversations": [{"from": "human", "value": "Context: Math.\n2+2?\nA. 4\nB. 5"},
+                                       {"from": "gpt", "value": "The answer is A."}]}]))
+    img = get_benchmark("scienceqa-img").load(root / "llava_test_CQM-A.json")
+    assert [(s.question_id, s.image) for s in img] == [("10", root / "images" / "test" / "10" / "image.png")]
+    assert img[0].prompt == ("Context: N/A\nWhich is a mammal?\nA. frog\nB. whale\n"
+                             "Answer with the option's letter from the given choices directly.")
+    assert [s.question_id for s in get_benchmark("scienceqa").load(root / "llava_test_CQM-A.json")] == ["10", "11"]
+
+
+def test_llava_bench_and_mmvet_question_files_as_data(tmp_path):
+    """scripts/v1_5/eval/llavabench.sh (--question-file questions.jsonl) and mmvet.sh (llava-mm-vet.jsonl,
+    integer ids that convert_mmvet_for_eval.py turns into mm-vet.json's v1_<id>)."""
+    lb = tmp_path / "llava-bench-in-the-wild"
+    jsonl(lb / "questions.jsonl", [{"question_id": 0, "image": "001.jpg", "text": "What is this?", "category": "conv"}])
+    jsonl(lb / "context.jsonl", [{"id": "001", "image": "001.jpg", "caption": "A tower."}])
+    (lb / "answers_gpt4.jsonl").write_text(json.dumps({"question_id": 0, "prompt": "What is this?", "text": "A tower.",
+                                                       "answer_id": "x", "model_id": "gpt-4-0314"}) + "\n")
+    s = get_benchmark("llava-bench").load(lb / "questions.jsonl")
+    assert [(x.question_id, x.target, x.meta["caption"]) for x in s] == [("0", "A tower.", "A tower.")]
+
+    mv = tmp_path / "mm-vet"
+    (mv / "mm-vet.json").parent.mkdir()
+    (mv / "mm-vet.json").write_text(json.dumps({
+        "v1_0": {"imagename": "v1_0.png", "capability": ["ocr"], "question": "x?", "answer": "3"},
+        "v1_1": {"imagename": "v1_1.png", "capability": ["rec"], "question": "y?", "answer": "cat"}}))
+    jsonl(mv / "llava-mm-vet.jsonl", [{"question_id": 1, "image": "v1_1.png", "text": "y?"}])
+    (mv / "images").mkdir()
+    bench = get_benchmark("mm-vet")
+    samples = bench.load(mv / "llava-mm-vet.jsonl")
+    assert [(x.question_id, x.image) for x in samples] == [("v1_1", mv / "images" / "v1_1.png")]
+    from allava.evaluate.answers import Answer
+
+    assert bench.match(samples, [Answer("a cat", "1", {"question_id": 1, "prompt": "y?"})]) == {"v1_1": "a cat"}
+    full = get_benchmark("mm-vet")  # the mm-vet folder as --data: LLaVA's integer ids still map to v1_<id>
+    assert full.match(full.load(mv), [Answer("3", "0", {})]) == {"v1_0": "3"}
+
+
+def test_seed_llava_question_file_as_data_and_conventions(tmp_path):
+    """scripts/v1_5/eval/seed.sh: llava-seed-bench.jsonl (image paths relative to the seed_bench folder,
+    video questions too) with SEED-Bench.json beside it. convert_seed_for_submission.py counts an answer
+    right only if its text equals the letter; lmms-eval seedbench/utils.py seed_process_result takes the
+    first character, any case. Answers 'B', 'B. dog', 'b': ours (VLMEvalKit can_infer, letters upper-case
+    only) 2/3, LLaVA's 1/3, lmms-eval's 3/3."""
+    for n in "123":
+        png(tmp_path / "SEED-Bench-image" / f"{n}.jpg")
+    q = {"answer": "B", "choice_a": "cat", "choice_b": "dog", "choice_c": "cow", "choice_d": "hen",
+         "question": "Which animal?", "question_type_id": 1, "data_type": "image"}
+    (tmp_path / "SEED-Bench.json").write_text(json.dumps({"question_type": {"Instance Identity": 1}, "questions": [
+        {**q, "question_id": n, "data_id": f"{n}.jpg"} for n in "123"] + [
+        {**q, "question_id": "v9", "data_id": "v.mp4", "data_type": "video"}]}))
+    text = ("Which animal?\nA. cat\nB. dog\nC. cow\nD. hen\n"
+            "Answer with the option's letter from the given choices directly.")
+    jsonl(tmp_path / "llava-seed-bench.jsonl", [
+        {"question_id": n, "image": f"SEED-Bench-image/{n}.jpg", "text": text, "category": "Instance Identity"}
+        for n in "123"] + [{"question_id": "v9", "image": "SEED-Bench-video-image/v9.png", "text": text}])
+    bench = get_benchmark("seed")
+    samples = bench.load(tmp_path / "llava-seed-bench.jsonl")
+    assert [s.question_id for s in samples] == ["1", "2", "3"] and samples[0].prompt == text
+    m = bench.score(samples, {"1": "B", "2": "B. dog", "3": "b"})
+    assert m["accuracy"] == 66.67
+    assert m["conventions"] == {"llava": {"SEED-img": 33.33}, "lmms-eval": {"SEED-img": 100.0}}
+
+
+def test_a_question_the_gold_lacks_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "testdev_balanced_questions.json").write_text(json.dumps({
+        "201": {"imageId": "n1", "question": "Is it red?", "answer": "yes"}}))
+    qfile = jsonl(tmp_path / "llava_gqa_testdev_balanced.jsonl", [{"question_id": "999", "image": "n9.jpg",
+                                                                  "text": "Is it?"}])
+    preds = jsonl(tmp_path / "p.jsonl", [{"question_id": "999", "text": "yes"}])
+    assert main(["score", "--benchmark", "gqa", "--data", str(qfile), "--predictions", str(preds)]) == 2
+    err = capsys.readouterr().err
+    assert "question 999" in err and "llava_gqa_testdev_balanced.jsonl" in err and "Traceback" not in err
+
+
+def test_mmbench_legacy_llava_tsv_as_data(tmp_path):
+    """scripts/v1_5/eval/mmbench.sh: --question-file mmbench_dev_20230712.tsv (the legacy TSV, rotated
+    copies at index + k * 1e6, as model_vqa_mmbench.py reads it)."""
+    from tests.test_eval_benchmarks import png as _png
+
+    import base64
+
+    img = base64.b64encode(_png()).decode()
+    header = "index\tquestion\thint\tA\tB\tanswer\tcategory\tl2-category\timage\tsource\n"
+    rows = [f"0\tWhich?\tnan\tx\ty\tA\tc\tl2\t{img}\ts\n", "1000000\tWhich?\tnan\ty\tx\tB\tc\tl2\t0\ts\n"]
+    (tmp_path / "mmbench_dev_20230712.tsv").write_text(header + "".join(rows))
+    bench = get_benchmark("mmbench")
+    samples = bench.load(tmp_path / "mmbench_dev_20230712.tsv")
+    assert [(s.question_id, s.target) for s in samples] == [("0", "A"), ("1000000", "B")]
+    assert bench.score(samples, {"0": "A", "1000000": "B"})["circular_accuracy"] == 100.0
+
+
+# --- lmms-eval and VLMEvalKit answers for ScienceQA and MMMU; lmms-eval's MMBench ------------------
+def test_scienceqa_lmms_eval_and_vlmevalkit_answers_match_by_question(tmp_path):
+    """lmms-eval scienceqa_img docs (lmms-lab/ScienceQA: question, hint, choices; no problem id) and
+    VLMEvalKit ScienceQA_TEST rows (index counts rows, question/hint/A/B/answer): matched by question,
+    hint and choices. lmms-eval tasks/scienceqa/utils.py sqa_process_results: 'B' or 'B. ...' only, so
+    'The answer is B.' is right for LLaVA's eval_science_qa.py and wrong for lmms-eval."""
+    root = sqa_fixture(tmp_path)
+    bench = get_benchmark("scienceqa")
+    samples = bench.load(root)
+    from allava.evaluate.answers import read_answers
+
+    f = jsonl(tmp_path / "samples_scienceqa.jsonl", [
+        {"doc_id": 0, "doc": {"question": "2+2?", "hint": "Math.", "choices": ["4", "5"], "answer": 0},
+         "filtered_resps": ["The answer is A."]},
+        {"doc_id": 1, "doc": {"question": "Which is a mammal?", "hint": "", "choices": ["frog", "whale"], "answer": 1},
+         "filtered_resps": ["B"]}])
+    rows, fmt = read_answers(f)
+    answers = bench.match(samples, rows)
+    assert fmt == "lmms-eval" and answers == {"11": "The answer is A.", "10": "B"}
+    m = bench.score(samples, answers)
+    assert m["accuracy"] == 100.0 and m["conventions"]["lmms-eval"] == {"SQA": 50.0}
+
+    (tmp_path / "ScienceQA_TEST.tsv").write_text(
+        "index\tquestion\thint\tA\tB\tanswer\tprediction\n"
+        "0\tWhich is a mammal?\tnan\tfrog\twhale\tB\tB\n10\t2+2?\tMath.\t4\t5\tA\tB\n")
+    rows, fmt = read_answers(tmp_path / "ScienceQA_TEST.tsv")
+    assert fmt == "vlmevalkit" and bench.match(samples, rows) == {"10": "B", "11": "B"}  # not index 10 -> pid 10
+
+
+def test_mmmu_lmms_eval_and_vlmevalkit_answers(tmp_path):
+    """lmms-eval mmmu_val logged docs keep MMMU's id (validation_Art_1); VLMEvalKit's MMMU_DEV_VAL rows
+    are matched by their id column, or by question and options (A, B, ...) without one."""
+    rows = [{"id": "validation_Art_1", "question": "<image 1> Which style?", "options": "['Baroque', 'Cubism']",
+             "answer": "B", "question_type": "multiple-choice", "image_1": None},
+            {"id": "validation_Art_2", "question": "Which era?", "options": "['Gothic', 'Modern']",
+             "answer": "A", "question_type": "multiple-choice", "image_1": None}]
+    jsonl(tmp_path / "mmmu" / "validation.jsonl", rows)
+    bench = get_benchmark("mmmu")
+    samples = bench.load(tmp_path / "mmmu")
+    from allava.evaluate.answers import read_answers
+
+    f = jsonl(tmp_path / "samples_mmmu_val.jsonl", [
+        {"doc_id": i, "doc": {"id": r["id"], "question": r["question"], "options": r["options"]},
+         "filtered_resps": [a]} for i, (r, a) in enumerate(zip(rows, ["(B)", "A"]))])
+    got = bench.match(samples, read_answers(f)[0])
+    assert got == {"validation_Art_1": "(B)", "validation_Art_2": "A"} and bench.score(samples, got)["accuracy"] == 100.0
+    (tmp_path / "MMMU_DEV_VAL.tsv").write_text("index\tquestion\tA\tB\tanswer\tprediction\n"
+                                               "5\tWhich era?\tGothic\tModern\tA\tA\n")
+    assert bench.match(samples, read_answers(tmp_path / "MMMU_DEV_VAL.tsv")[0]) == {"validation_Art_2": "A"}
+
+
+@pytest.mark.parametrize("answer, letter", [
+    ("The answer is B because A is wrong", "A"),   # mcq_extract: 'phrase' candidates, the later one wins
+    ("I think it is (C)", "C"),                     # can_infer_option: one '(X)' word
+    ("After looking carefully my conclusion is that the picture shows a blue car on a road", "B"),  # option text
+    ("A cat", "A"), ("E", "E"), ("no idea", None), ("B.", "B"),
+])
+def test_lmms_eval_mmbench_letter(answer, letter):
+    """lmms-eval tasks/mmbench/mmbench_evals.py MMBench_Evaluator.can_infer (prefetch) and, for what it
+    cannot tell, tasks/_task_utils/mcq_extract.py extract_mcq_answer (mmbench_en_dev_static)."""
+    from allava.evaluate.metrics.choice import lmms_eval_mmbench_letter
+
+    assert lmms_eval_mmbench_letter(answer, OPTS) == letter
+
+
+def test_mmbench_lmms_eval_convention_column(tmp_path):
+    """Circular scoring under each rule set on one fixture (question 0: 4 options, 4 rotations; question 1:
+    2 options, 2 rotations). Question 0 answered by a long sentence naming the right option's text,
+    question 1 by 'The answer is X because Y is wrong' (X right). Current VLMEvalKit: 0 refused (too
+    long), 1 right -> 50; 2024 rules: 0 right, 1 two letters -> 50; 2025-08: 0; lmms-eval static: 0 right
+    (option text, no length guard), 1 wrong (the later 'phrase' letter Y) -> 50."""
+    from tests.test_eval_benchmarks import mmbench_tsv
+
+    bench = get_benchmark("mmbench")
+    samples = bench.load(mmbench_tsv(tmp_path / "m.tsv"))
+    answers = {}
+    for s in samples:
+        if s.meta["group"] == 0:
+            answers[s.question_id] = f"After looking at it for a long while I am quite sure it is {s.meta['options'][s.target]}"
+        else:
+            other = next(k for k in s.meta["options"] if k != s.target)
+            answers[s.question_id] = f"The answer is {s.target} because {other} is wrong"
+    m = bench.score(samples, answers)
+    assert m["headline"]["MMBench"] == 50.0
+    assert m["conventions"] == {"vlmevalkit-2024": {"MMBench": 50.0}, "vlmevalkit-2025-08": {"MMBench": 0.0},
+                                "lmms-eval": {"MMBench": 50.0}}
+    assert m["per_category"] == {"colour": 0.0, "count": 100.0}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps({"benchmark": "mmbench", "model": "/m/x", **m}))
+    assert "MMBench (lmms-eval)" in cmd_report([tmp_path / "r"], conventions=True)

@@ -65,7 +65,8 @@ def read_answers(path: str | Path) -> tuple[list[Answer], str]:
             whole = json.loads(text)
         except ValueError:
             whole = None  # JSONL: one object per line
-        if isinstance(whole, dict) and all(isinstance(v, str) for v in whole.values()):
+        one_line = isinstance(whole, dict) and ({"question_id", "text"} <= set(whole) or "doc_id" in whole)
+        if isinstance(whole, dict) and not one_line and all(isinstance(v, str) for v in whole.values()):
             return [Answer(v, str(k)) for k, v in whole.items()], "mmmu"
         if isinstance(whole, list):
             return _jsonl_rows(whole, path)

@@ -10,6 +10,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from allava.data.records import DataError
@@ -58,15 +59,20 @@ class Benchmark(ABC):
 
     def match(self, samples: list[Sample], answers: list[Answer]) -> dict[str, str]:
         """Map another tool's answers onto our question ids. The default matches the answer's id (or
-        any id-like field of its row) exactly; benchmarks whose tools number questions differently
-        (POPE, MME, TextVQA) override it."""
+        any id-like field of its row) exactly, then a LLaVA answer's id through LLaVA's question file
+        when that was --data; benchmarks whose tools number questions differently (POPE, MME,
+        TextVQA) override it."""
         ids = {s.question_id for s in samples}
+        llava = getattr(self, "llava_ids", {})  # set when --data is LLaVA's question file
         out: dict[str, str] = {}
         for a in answers:
             for cand in [a.qid, *(a.fields.get(k) for k in ("question_id", "id", "index", "questionId", "pid"))]:
                 if cand is not None and str(cand) in ids:
                     out[str(cand)] = a.text
                     break
+            else:
+                if a.qid in llava and not {"doc_id", "prediction"} & set(a.fields):  # a LLaVA answer line
+                    out[llava[a.qid]] = a.text
         return out
 
     strata_keys: ClassVar[tuple[str, ...]] = ("ability", "category", "l2-category", "subtask", "split", "subject",
@@ -117,6 +123,51 @@ def question_key(text: Any) -> str:
     for suffix in (SHORT_ANSWER, LETTER_ANSWER, "Please answer yes or no."):
         t = t.replace(suffix, "")
     return " ".join(t.split()).lower()
+
+
+def blank(v: Any) -> bool:
+    """An empty cell as spreadsheets and pandas write it (None, NaN, 'nan', '')."""
+    return v is None or (isinstance(v, float) and v != v) or str(v).strip() in ("", "nan", "NaN", "None")
+
+
+def choice_key(question: Any, hint: Any, options: list[Any]) -> tuple:
+    """A multiple-choice question as tools that keep no id of ours still show it: question, hint and
+    option texts, normalised (a blank hint is no hint)."""
+    return (question_key(question), "" if blank(hint) else question_key(hint),
+            tuple(" ".join(str(o).split()).lower() for o in options))
+
+
+def answer_choice_key(fields: dict[str, Any]) -> tuple | None:
+    """`choice_key` of a foreign answer row: lmms-eval's doc (``choices``/``options`` as a list or a
+    list literal) or a VLMEvalKit row (option columns A, B, ...); None without a question."""
+    if blank(fields.get("question")):
+        return None
+    opts = fields.get("choices", fields.get("options"))
+    if isinstance(opts, str):
+        import ast
+
+        try:
+            opts = ast.literal_eval(opts)
+        except (ValueError, SyntaxError):
+            opts = None
+    if not isinstance(opts, (list, tuple)):
+        opts = [fields[c] for c in LETTERS if c in fields and not blank(fields[c])]
+    return choice_key(fields["question"], fields.get("hint"), list(opts))
+
+
+def match_by_choice_key(samples: list[Sample], answers: list[Answer], out: dict[str, str],
+                        sample_key: Callable[[Sample], tuple]) -> dict[str, str]:
+    """Add the answers whose `answer_choice_key` equals a not yet answered sample's key; questions
+    that read alike pair in file order (every tool keeps the benchmark's order)."""
+    free: dict[tuple, list[str]] = {}
+    for s in samples:
+        if s.question_id not in out:
+            free.setdefault(sample_key(s), []).append(s.question_id)
+    for a in answers:
+        key = answer_choice_key(a.fields)
+        if key is not None and free.get(key):
+            out[free[key].pop(0)] = a.text
+    return out
 
 
 def read_json(path: Path, bench: str) -> Any:

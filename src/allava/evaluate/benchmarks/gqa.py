@@ -13,6 +13,7 @@ from allava.evaluate.benchmarks.base import (
     pct,
     read_json,
 )
+from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
 
 
 def gqa_clean(text: str) -> str:
@@ -25,9 +26,21 @@ def gqa_clean(text: str) -> str:
 class GQA(Benchmark):
     convention = ("GQA testdev-balanced accuracy: exact match with the gold answer after rstrip('.') and lowercasing, "
                   "nothing else (LLaVA convert_gqa_for_submission + official eval.py)")
-    data_help = "the GQA folder with testdev_balanced_questions.json and images/"
+    data_help = ("the GQA folder with testdev_balanced_questions.json and images/, or LLaVA's "
+                 "llava_gqa_testdev_balanced.jsonl with data/ (those files) beside it")
 
     def load(self, path: Path) -> list[Sample]:
+        questions = read_llava_questions(path)
+        if questions is not None:  # --data llava_gqa_testdev_balanced.jsonl; gqa.sh keeps the data in data/
+            ann = first_existing(path.parent / "data" / "testdev_balanced_questions.json",
+                                 path.parent / "testdev_balanced_questions.json")
+            if ann is None:
+                raise self.missing(f"testdev_balanced_questions.json in {path.parent / 'data'} (LLaVA's layout)")
+            return overlay(self, self._load(ann), questions, path, lambda s: s.question_id, lambda q: q.qid,
+                           image=lambda q, s: s.image.parent / q.image if q.image else s.image)
+        return self._load(path)
+
+    def _load(self, path: Path) -> list[Sample]:
         ann = path if path.is_file() else path / "testdev_balanced_questions.json"
         raw = read_json(ann, self.name)
         if not isinstance(raw, dict):

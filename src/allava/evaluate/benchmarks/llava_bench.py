@@ -9,6 +9,7 @@ from pathlib import Path
 from allava.config import ConfigError
 from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import Benchmark, Sample, first_existing, only_answered, read_jsonl
+from allava.evaluate.benchmarks.llava_questions import read_llava_questions
 from allava.evaluate.judge import parse_pair_score
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -37,10 +38,13 @@ class LlavaBench(Benchmark):
     convention = ("LLaVA-Bench in-the-wild: judge scores reference (GPT-4 answer) and model 1-10; relative score = "
                   "mean(model)/mean(reference) x 100 per category; unparsable reviews are counted as judge_failures "
                   "and left out (LLaVA averaged them in as -1)")
-    data_help = "the llava-bench-in-the-wild folder (questions.jsonl, context.jsonl, answers_gpt4.jsonl, images/)"
+    data_help = ("the llava-bench-in-the-wild folder (questions.jsonl, context.jsonl, answers_gpt4.jsonl, images/) "
+                 "or its questions.jsonl")
 
     def load(self, path: Path) -> list[Sample]:
-        questions = read_jsonl(path / "questions.jsonl", self.name)
+        qfile = path if read_llava_questions(path) is not None else path / "questions.jsonl"  # llavabench.sh's
+        path = qfile.parent
+        questions = read_jsonl(qfile, self.name)
         contexts = {c["image"]: c.get("caption", "") for c in read_jsonl(path / "context.jsonl", self.name)}
         refs = {str(a["question_id"]): a["text"] for a in read_jsonl(path / "answers_gpt4.jsonl", self.name)}
         images = first_existing(path / "images") or path

@@ -10,15 +10,22 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from allava.evaluate.benchmarks import register_benchmark
-from allava.evaluate.benchmarks.base import LETTER_ANSWER, Benchmark, BenchmarkError, Sample, only_answered, pct
-from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, LETTER_RULES, extract_letter
+from allava.evaluate.benchmarks.base import (
+    LETTER_ANSWER,
+    Benchmark,
+    BenchmarkError,
+    Sample,
+    blank,
+    only_answered,
+    pct,
+)
+from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, LETTER_RULES, extract_letter, lmms_eval_mmbench_letter
 
 OFFSET = 1_000_000
 OPTION_COLUMNS = "ABCDE"
@@ -31,10 +38,6 @@ EXTRACT_PROMPT = (
     "B. rabbit C. cat D. dog\nAnswer: a cute teddy bear\nYour output: A\nExample 2: \nQuestion: What is the main "
     "object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\nAnswer: Spider\nYour output: Z\n"
     "Example 3: \nQuestion: {}?\nOptions: {}\nAnswer: {}\nYour output: ")
-
-
-def _blank(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() in ("", "nan", "NaN", "None")
 
 
 def read_tsv(path: Path, bench: str) -> list[dict[str, str]]:
@@ -55,7 +58,8 @@ class MMBench(Benchmark):
     convention = ("CircularEval: a question is right only if all rotations of its options are "
                   "(copies grouped by index % 1e6; rotations made as LLaVA --all-rounds when the TSV has none); "
                   "letters extracted by VLMEvalKit's rules (can_infer; which version: letter_rules), LLM extraction "
-                  "only with a judge")
+                  "only with a judge; conventions.lmms-eval = lmms-eval's judge-free mmbench_en_dev_static rules "
+                  "(its can_infer, then extract_mcq_answer)")
     data_help = "an MMBench TSV (e.g. MMBench_DEV_EN.tsv or mmbench_dev_20230712.tsv)"
     max_new_tokens = 128
     letter_rules = DEFAULT_LETTER_RULES  # `--letter-rules NAME`: vlmevalkit (current), vlmevalkit-2024, ...
@@ -80,12 +84,12 @@ class MMBench(Benchmark):
                 samples += self._rotations(copies[0], group, images)
             else:
                 for k, r in enumerate(sorted(copies, key=lambda r: int(r["index"]))):
-                    opts = [r[c] for c in OPTION_COLUMNS if c in r and not _blank(r[c])]
+                    opts = [r[c] for c in OPTION_COLUMNS if c in r and not blank(r[c])]
                     samples.append(self._sample(r, group, k, opts, r["answer"].strip(), images))
         return samples
 
     def _rotations(self, r: dict[str, str], group: int, images: dict[int, str]) -> list[Sample]:
-        opts = [r[c] for c in OPTION_COLUMNS if c in r and not _blank(r[c])]
+        opts = [r[c] for c in OPTION_COLUMNS if c in r and not blank(r[c])]
         gold = OPTION_COLUMNS.index(r["answer"].strip())
         out = []
         for k in range(len(opts)):
@@ -96,7 +100,7 @@ class MMBench(Benchmark):
     def _sample(self, r: dict[str, str], group: int, k: int, opts: list[str], gold: str,
                 images: dict[int, str]) -> Sample:
         question = r["question"]
-        if not _blank(r.get("hint")):
+        if not blank(r.get("hint")):
             question = r["hint"] + "\n" + question
         for letter, opt in zip(OPTION_COLUMNS, opts):
             question += f"\n{letter}. {opt}"
@@ -138,6 +142,8 @@ class MMBench(Benchmark):
         others = {name: {"MMBench": pct(circular(samples, {s.question_id: extract_letter(
                       answers[s.question_id], s.meta["options"], name) for s in samples})["accuracy"])}
                   for name in LETTER_RULES if name != self.letter_rules and judge is None}
+        others["lmms-eval"] = {"MMBench": pct(circular(samples, {s.question_id: lmms_eval_mmbench_letter(
+            answers[s.question_id], s.meta["options"]) for s in samples})["accuracy"])}
         return {
             "headline": {"MMBench": pct(c["accuracy"])},
             "circular_accuracy": pct(c["accuracy"]),

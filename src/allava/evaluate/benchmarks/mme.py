@@ -14,6 +14,7 @@ from allava.evaluate.benchmarks.base import (
     only_answered,
     question_key,
 )
+from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
 from allava.evaluate.metrics.choice import parse_mme, parse_yorn_vlmevalkit
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
@@ -63,10 +64,24 @@ class MME(Benchmark):
     convention = ("MME eval_tool: score = acc + acc+ per subtask (x100); perception = sum of the 10 perception "
                   "subtasks (max 2000, the number LLaVA-1.5/ALLaVA report as MME), cognition = sum of 4 (max 800), "
                   "reported separately; yes/no parsed from the first 4 characters")
-    data_help = ("MME_Benchmark_release_version/ (one folder per subtask) or an eval_tool folder of "
-                 "<subtask>.txt files (image<TAB>question<TAB>answer)")
+    data_help = ("MME_Benchmark_release_version/ (one folder per subtask), an eval_tool folder of "
+                 "<subtask>.txt files (image<TAB>question<TAB>answer), or LLaVA's llava_mme.jsonl with "
+                 "MME_Benchmark_release_version/ beside it")
 
     def load(self, path: Path) -> list[Sample]:
+        questions = read_llava_questions(path)
+        if questions is not None:  # LLaVA's llava_mme.jsonl beside MME_Benchmark_release_version/
+            rel = path.parent / "MME_Benchmark_release_version"
+            root = next((r for r in (rel / "MME_Benchmark", rel, path.parent)
+                         if any((r / sub).is_dir() or (r / f"{sub}.txt").is_file() for sub in PERCEPTION + COGNITION)),
+                        rel)
+            return overlay(self, self._load(root), questions, path,
+                           lambda s: (s.meta["subtask"], s.meta["image_name"], question_key(s.meta["question"])),
+                           lambda q: (q.qid.split("/")[0], q.qid.split("/")[-1], question_key(q.text)),
+                           image=lambda q, s: root / q.image if q.image else s.image)
+        return self._load(path)
+
+    def _load(self, path: Path) -> list[Sample]:
         if not path.is_dir():
             raise self.missing(path)
         samples = []

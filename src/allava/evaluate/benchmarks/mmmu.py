@@ -20,6 +20,8 @@ from allava.evaluate.benchmarks.base import (
     Benchmark,
     BenchmarkError,
     Sample,
+    choice_key,
+    match_by_choice_key,
     only_answered,
     pct,
     read_json,
@@ -98,8 +100,15 @@ class MMMU(Benchmark):
             parts = str(r["id"]).split("_")
             subject = "_".join(parts[1:-1]) if len(parts) > 2 else str(r.get("subfield", ""))
             samples.append(Sample(str(r["id"]), prompt, _image(r.get("image_1"), r["_dir"]), mmmu_gold(r["answer"]),
-                                  {"type": qtype, "options": [str(o) for o in opts], "subject": subject}))
+                                  {"type": qtype, "options": [str(o) for o in opts], "subject": subject,
+                                   "question": str(r["question"])}))
         return samples
+
+    def match(self, samples, answers):
+        """lmms-eval's mmmu_val docs keep MMMU's ``id`` (validation_Art_1), so do VLMEvalKit's MMMU rows
+        where they carry an ``id`` column; a row without one is matched by question and options."""
+        return match_by_choice_key(samples, answers, super().match(samples, answers),
+                                   lambda s: choice_key(s.meta["question"], None, s.meta["options"]))
 
     def score(self, samples, answers, judge=None):
         samples, n_missing = only_answered(samples, answers)

@@ -8,6 +8,7 @@ from pathlib import Path
 from allava.config import ConfigError
 from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import Benchmark, Sample, first_existing, only_answered, read_json
+from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
 from allava.evaluate.judge import parse_unit_score
 
 GRADER = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
@@ -39,13 +40,30 @@ class MMVet(Benchmark):
     convention = ("MM-Vet official grader prompt, score = mean correctness x 100 overall and per capability; a "
                   "grade that is not a number in [0, 1] is asked again at temperature 0.5, 1.0, 1.5, 2.0 (5 tries, "
                   "as the official script) and then scores 0, counted in judge_failures")
-    data_help = "the mm-vet folder (mm-vet.json and images/)"
+    data_help = "the mm-vet folder (mm-vet.json and images/), or LLaVA's llava-mm-vet.jsonl in it"
 
     def load(self, path: Path) -> list[Sample]:
-        raw = read_json(path / "mm-vet.json", self.name)
-        images = first_existing(path / "images") or path
-        return [Sample(qid, q["question"], images / q["imagename"], q["answer"], {"capability": list(q["capability"])})
-                for qid, q in raw.items()]
+        questions = read_llava_questions(path)
+        root = path.parent if questions is not None else path
+        raw = read_json(root / "mm-vet.json", self.name)
+        images = first_existing(root / "images") or root
+        samples = [Sample(qid, q["question"], images / q["imagename"], q["answer"],
+                          {"capability": list(q["capability"])}) for qid, q in raw.items()]
+        if questions is None:
+            return samples
+        # mmvet.sh: --data llava-mm-vet.jsonl, integer ids that convert_mmvet_for_eval.py names v1_<id>
+        return overlay(self, samples, questions, path, lambda s: s.question_id, lambda q: f"v1_{q.qid}",
+                       image=lambda q, s: images / q.image if q.image else s.image)
+
+    def match(self, samples, answers):
+        """LLaVA's answers carry llava-mm-vet.jsonl's integer ids; convert_mmvet_for_eval.py keys the
+        official grader's input by ``v1_<id>``, as mm-vet.json does."""
+        out = super().match(samples, answers)
+        ids = {s.question_id for s in samples}
+        for a in answers:
+            if a.qid is not None and a.qid not in out and f"v1_{a.qid}" in ids and f"v1_{a.qid}" not in out:
+                out[f"v1_{a.qid}"] = a.text
+        return out
 
     def score(self, samples, answers, judge=None):
         if judge is None:

@@ -17,6 +17,7 @@ from allava.evaluate.benchmarks.base import (
     pct,
     read_jsonl,
 )
+from allava.evaluate.benchmarks.llava_questions import LlavaQuestion, overlay, read_llava_questions
 from allava.evaluate.metrics.choice import parse_pope, parse_yorn_vlmevalkit
 
 SPLITS = ("adversarial", "popular", "random")
@@ -58,57 +59,63 @@ class Pope(Benchmark):
                  "text, label) and the COCO val2014 images (in val2014/, images/ or beside them)")
 
     def load(self, path: Path) -> list[Sample]:
-        if not path.is_dir():
+        questions = read_llava_questions(path)  # --data llava_pope_test.jsonl: its folder holds coco/ and val2014/
+        root = path.parent if questions is not None else path
+        if not root.is_dir():
             raise self.missing(path)
         samples = []
         for split in SPLITS:
-            files = sorted(path.rglob(f"*pope_{split}.json*"))
+            files = sorted(root.rglob(f"*pope_{split}.json*"))
             if not files:
                 continue
             f = files[0]
-            images = first_existing(path / "val2014", path / "images", f.parent / "val2014", f.parent / "images") or path
+            images = first_existing(root / "val2014", root / "images", f.parent / "val2014", f.parent / "images") or root
             for row in read_jsonl(f, self.name):
                 need(row, ("question_id", "image", "text", "label"), f"{f.name} question {row.get('question_id')}",
                      self.name)
                 samples.append(Sample(f"{split}/{row['question_id']}", f"{row['text']}\n{SHORT_ANSWER}",
                                       images / row["image"], str(row["label"]).strip().lower(), {"split": split}))
         if not samples:
-            raise self.missing(f"coco_pope_*.json under {path}")
-        self.llava_ids = self._llava_ids(path, samples)
+            raise self.missing(f"coco_pope_*.json under {root}")
+        if questions is not None:
+            ids = self._llava_ids(path, questions, samples)
+            return overlay(self, samples, questions, path, lambda s: s.question_id, lambda q: ids.get(q.qid))
+        qfile = next(iter(sorted(root.rglob("llava_pope_test.jsonl"))), None)
+        found = read_llava_questions(qfile) if qfile else None
+        self.llava_ids = self._llava_ids(qfile, found, samples) if found else {}
         return samples
 
-    def _llava_ids(self, path: Path, samples: list[Sample]) -> dict[str, str]:
+    def _llava_ids(self, qfile: Path, questions: list[LlavaQuestion], samples: list[Sample]) -> dict[str, str]:
         """LLaVA question id -> ours, from ``llava_pope_test.jsonl`` (question_id, image, text, category):
         the k-th question of a category is the k-th line of its coco_pope file (as eval_pope.py zips them)."""
-        qfile = next(iter(sorted(path.rglob("llava_pope_test.jsonl"))), None)
-        if qfile is None:
-            return {}
         per_split: dict[str, list[Sample]] = {}
         for s in samples:
             per_split.setdefault(s.meta["split"], []).append(s)
         seen: dict[str, int] = {}
         out = {}
-        for row in read_jsonl(qfile, self.name):
-            need(row, ("question_id", "category"), f"{qfile.name} question {row.get('question_id')}", self.name)
-            cat = str(row["category"])
+        for q in questions:
+            if q.category is None:
+                raise BenchmarkError(f"{self.name}: {qfile.name}: question {q.qid} has no category (adversarial, "
+                                     "popular or random)")
+            cat = str(q.category)
             k = seen.get(cat, 0)
             seen[cat] = k + 1
             rows = per_split.get(cat, [])
             if k < len(rows):
-                if "image" in row and Path(str(rows[k].image)).name != Path(str(row["image"])).name:
-                    raise BenchmarkError(f"{self.name}: {qfile.name}: question {row['question_id']} is about "
-                                         f"{row['image']}, but line {k + 1} of coco_pope_{cat}.json is not")
-                out[str(row["question_id"])] = rows[k].question_id
+                if q.image and Path(str(rows[k].image)).name != Path(str(q.image)).name:
+                    raise BenchmarkError(f"{self.name}: {qfile.name}: question {q.qid} is about "
+                                         f"{q.image}, but line {k + 1} of coco_pope_{cat}.json is not")
+                out[q.qid] = rows[k].question_id
         return out
 
     def match(self, samples, answers):
         """LLaVA's ``llava_pope_test.jsonl`` numbers questions with integers across the three splits
         and ``eval_pope.py`` pairs the answers of a category with ``coco_pope_<category>.json`` by
         position; lmms-eval and VLMEvalKit give a ``category``. With LLaVA's question file in --data
-        its ids are mapped by that position; without it an id found in only one split is taken."""
+        its ids are mapped by that position (`Benchmark.match`); without it an id found in only one
+        split is taken."""
         out = super().match(samples, answers)
         ids = {s.question_id for s in samples}
-        llava = getattr(self, "llava_ids", {})
         by_plain: dict[str, list[str]] = {}
         for s in samples:
             by_plain.setdefault(s.question_id.split("/", 1)[1], []).append(s.question_id)
@@ -118,11 +125,9 @@ class Pope(Benchmark):
             cat = str(a.fields.get("category") or "").strip().lower()
             if cat:
                 cand = f"{cat}/{a.qid}"
-            elif a.qid in llava:
-                cand = llava[a.qid]
             else:
                 cand = by_plain[a.qid][0] if len(by_plain.get(a.qid, [])) == 1 else None
-            if cand in ids:
+            if cand in ids and cand not in out:
                 out[cand] = a.text
         return out
 

@@ -17,6 +17,7 @@ from allava.evaluate.benchmarks.base import (
     pct,
     read_json,
 )
+from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
 from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, extract_letter
 
 
@@ -24,10 +25,22 @@ from allava.evaluate.metrics.choice import DEFAULT_LETTER_RULES, extract_letter
 class SeedBench(Benchmark):
     convention = ("SEED-Bench v1 image split (data_type == image, dimensions 1-9): accuracy over all image "
                   "questions (not the mean of dimensions); LLaVA's prompt; letter by VLMEvalKit rules")
-    data_help = "the SEED-Bench folder holding SEED-Bench.json and SEED-Bench-image/"
+    data_help = ("the SEED-Bench folder holding SEED-Bench.json and SEED-Bench-image/, or LLaVA's "
+                 "llava-seed-bench.jsonl in it")
     letter_rules = DEFAULT_LETTER_RULES
 
     def load(self, path: Path) -> list[Sample]:
+        questions = read_llava_questions(path)
+        if questions is None:
+            return self._load(path)
+        # seed.sh: --data llava-seed-bench.jsonl, SEED-Bench.json beside it, images relative to that folder;
+        # its video questions (frames) are not part of the image split scored here
+        samples = self._load(path.parent / "SEED-Bench.json")
+        questions = [q for q in questions if q.qid not in self.video_ids]
+        return overlay(self, samples, questions, path, lambda s: s.question_id, lambda q: q.qid,
+                       image=lambda q, s: path.parent / q.image if q.image else s.image)
+
+    def _load(self, path: Path) -> list[Sample]:
         ann = path if path.is_file() else path / "SEED-Bench.json"
         root = ann.parent
         raw = read_json(ann, self.name)
@@ -36,10 +49,12 @@ class SeedBench(Benchmark):
         names = {v: k for k, v in raw.get("question_type", {}).items()}
         images = first_existing(root / "SEED-Bench-image", root / "images") or root
         samples = []
+        self.video_ids: set[str] = set()
         for q in raw["questions"]:
             need(q, ("question_id", "question", "choice_a", "answer", "data_id"), f"question {q.get('question_id')}",
                  self.name)
             if q.get("data_type", "image") != "image":
+                self.video_ids.add(str(q["question_id"]))
                 continue
             opts = [q[f"choice_{c}"] for c in "abcd" if f"choice_{c}" in q]
             img = images / q["data_id"]
@@ -61,7 +76,13 @@ class SeedBench(Benchmark):
             per_dim[s.meta["dimension"]].append(letter == s.target)
         hits = [ok for v in per_dim.values() for ok in v]
         acc = sum(hits) / max(1, len(hits))
+        n = max(1, len(samples))
+        # LLaVA convert_seed_for_submission.py: the answer text must equal the letter; lmms-eval
+        # seedbench/utils.py seed_process_result: its first character, case-insensitive
+        llava = sum(answers[s.question_id] == s.target for s in samples) / n
+        lmms = sum(answers[s.question_id].strip()[:1].lower() == s.target.lower() for s in samples) / n
         return {"headline": {"SEED-img": pct(acc)}, "accuracy": pct(acc), "n": len(hits), "n_missing": n_missing,
+                "conventions": {"llava": {"SEED-img": pct(llava)}, "lmms-eval": {"SEED-img": pct(lmms)}},
                 "extraction_failures": fails, "letter_rules": self.letter_rules,
                 "per_dimension": {k: pct(sum(v) / len(v)) for k, v in sorted(per_dim.items())},
                 "convention": self.convention}

@@ -20,6 +20,7 @@ from allava.evaluate.benchmarks.base import (
     read_json,
     read_jsonl,
 )
+from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
 from allava.evaluate.metrics.vqa import vqa_accuracy
 
 ROSETTA = "TextVQA_Rosetta_OCR_v0.2_val.json"
@@ -47,6 +48,17 @@ class TextVQA(Benchmark):
                  "OCR tokens, LLaVA's llava_textvqa_val_v051_ocr.jsonl or TextVQA_Rosetta_OCR_v0.2_val.json")
 
     def load(self, path: Path) -> list[Sample]:
+        questions = read_llava_questions(path)
+        if questions is not None and not self.use_ocr:
+            raise BenchmarkError(f"{self.name}: {path.name} is LLaVA's question file, whose prompts carry OCR tokens; "
+                                 "use --benchmark textvqa with it, or --data the TextVQA folder")
+        if questions is not None:  # --data llava_textvqa_val_v051_ocr.jsonl, the annotations beside it
+            samples = self._load(path.parent / "TextVQA_0.5.1_val.json", path)
+            return overlay(self, samples, questions, path, lambda s: (s.meta["image_id"], s.meta["question"]),
+                           lambda q: (q.qid, llava_question(q.text)))
+        return self._load(path)
+
+    def _load(self, path: Path, llava_file: Path | None = None) -> list[Sample]:
         ann = path if path.is_file() else path / "TextVQA_0.5.1_val.json"
         raw = read_json(ann, self.name)
         rows = raw.get("data") if isinstance(raw, dict) else None
@@ -57,11 +69,12 @@ class TextVQA(Benchmark):
         ocr: dict[str, list[str]] = {}
         llava: dict[tuple[str, str], str] = {}
         self.ocr_source = "none"
-        if self.use_ocr and (root / LLAVA_QUESTIONS).is_file():
+        llava_file = llava_file or (root / LLAVA_QUESTIONS if (root / LLAVA_QUESTIONS).is_file() else None)
+        if self.use_ocr and llava_file is not None:
             # eval_textvqa.py: LLaVA's question_id is the *image* id; image id + question name a question
             llava = {(str(q["question_id"]), llava_question(q["text"])): q["text"]
-                     for q in read_jsonl(root / LLAVA_QUESTIONS, self.name)}
-            self.ocr_source = LLAVA_QUESTIONS
+                     for q in read_jsonl(llava_file, self.name)}
+            self.ocr_source = llava_file.name
         elif self.use_ocr and (root / ROSETTA).is_file():
             ocr_rows = read_json(root / ROSETTA, self.name)
             ocr = {str(r["image_id"]): r.get("ocr_tokens", []) for r in (ocr_rows.get("data") or [])}

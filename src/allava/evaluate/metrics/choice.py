@@ -111,6 +111,83 @@ def extract_letter(answer: str, choices: dict[str, str], rules: str = DEFAULT_LE
     return letter_rules(rules)(str(answer), dict(choices))
 
 
+# --- MMBench as lmms-eval scores it without a judge (mmbench_en_dev_static) -------------------
+_LMMS_AFFIXES = [("", "."), ("", ","), ("", ":"), ("", ")"), ("", ")."), ("(", ")"), ("(", ")."), (":", ""),
+                 (":", ","), (":", "."), (":", ")"), (":", ").")]
+
+
+def _lmms_infer_option(answer: str) -> str | None:
+    """lmms-eval ``tasks/mmbench/mmbench_evals.py`` ``MMBench_Evaluator.can_infer_option``: words split
+    on white space only, letters A-E whatever the options; one bare letter wins unless 'A' is among
+    more than 3 words (a quantifier), then one letter with a fixed prefix/suffix ('B.', '(C)', ...)."""
+    if "Failed to obtain answer via API" in answer:
+        return None
+    letters = "ABCDE"
+    words = [w.strip() for w in answer.split()]
+    if sum(c in words for c in letters) == 1 and not ("A" in words and len(words) > 3):
+        return next(c for c in letters if c in words)
+    for pre, suf in _LMMS_AFFIXES:
+        hits = [c for c in letters if pre + c + suf in words]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _lmms_infer_text(answer: str, choices: dict[str, str]) -> str | None:
+    """``can_infer_text``: exactly one option text (A-D) occurs in the answer, no length guard."""
+    answer = answer.lower()
+    hits = [k for k, v in choices.items() if str(v).lower() in answer]
+    return hits[0] if len(hits) == 1 else None
+
+
+_MCQ_PHRASES = ["the answer is", "answer is", "the correct answer is", "correct answer is", "the best answer is",
+                "best answer is", "the correct option is", "correct option is", "the best option is", "best option is",
+                "the choice is", "choice is", "the correct choice is", "correct choice is", "i choose", "i select",
+                "i pick", "my answer is", "my choice is", "옵션", "정답은", "답은", "답:", "答案是", "答案为", "选", "答えは"]
+_MCQ_RANK = {"start": 10, "end": 9, "phrase": 7, "parentheses": 6, "period": 5, "colon": 4, "right_paren": 3,
+             "space": 2, "fallback": 0}
+
+
+def lmms_extract_mcq(response: str, letters: list[str]) -> str:
+    """lmms-eval ``tasks/_task_utils/mcq_extract.py`` ``extract_mcq_answer``: every letter found in one
+    of several forms ('(B)', 'B.', 'B:', 'B)', 'B ', after "the answer is", at the start, at the end;
+    else anywhere), the best-ranked form winning, then the last position; '' when none."""
+    if not response or not response.strip():
+        return ""
+    text = response.strip()
+    for ch in ",.!?;:'\"":
+        text = text.strip(ch)
+    text = f" {text} "
+    found: list[tuple[str, int, str]] = []
+    for form, pattern in (("parentheses", "({})"), ("period", "{}."), ("colon", "{}:"), ("right_paren", "{})"),
+                          ("space", "{} ")):
+        found += [(c, text.rfind(pattern.format(c)), form) for c in letters if pattern.format(c) in text]
+    lower = text.lower()
+    for phrase in _MCQ_PHRASES:
+        at = lower.find(phrase)
+        if at != -1:
+            found += [(c, text.find(c, at + len(phrase)), "phrase") for c in letters
+                      if text.find(c, at + len(phrase)) != -1]
+    bare = text.strip()
+    found += [(c, 0, "start") for c in letters if bare.startswith(c) and (len(bare) == 1 or not bare[1].isalpha())]
+    found += [(c, len(text) - 1, "end") for c in letters
+              if bare.endswith(c) and (len(bare) == 1 or not bare[-2].isalpha())]
+    if not found:
+        found = [(c, text.rfind(c), "fallback") for c in letters if c in text]
+    if not found:
+        return ""
+    return sorted(found, key=lambda f: (_MCQ_RANK[f[2]], f[1]), reverse=True)[0][0]
+
+
+def lmms_eval_mmbench_letter(answer: str, choices: dict[str, str]) -> str | None:
+    """The letter lmms-eval's static MMBench aggregation (``mmbench_evals.py`` ``eval_sub_data`` with
+    ``static_only``) settles on: its ``can_infer`` (option letter, then option text, over A-D), else
+    ``extract_mcq_answer`` over the question's letters. None when both find nothing."""
+    opts = {k: v for k, v in choices.items() if k in "ABCD"}
+    return (_lmms_infer_option(str(answer)) or _lmms_infer_text(str(answer), opts)
+            or lmms_extract_mcq(str(answer), sorted(opts)) or None)
+
+
 # --- ScienceQA (LLaVA llava/eval/eval_science_qa.py) --------------------------------------------
 SQA_OPTIONS = ["A", "B", "C", "D", "E"]
 SQA_PATTERN = re.compile(r"The answer is ([A-Z]).")
