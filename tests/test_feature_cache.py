@@ -29,10 +29,10 @@ GRAD_TOL = dict(rtol=1e-4, atol=1e-6)
 def setup(backbones, tiny_data):
     torch.manual_seed(0)
     model, processor = build_model(ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"],
-                                             template="plain"))
+                                             template="human_assistant"))
     set_trainable(model, ["projector", "language_model"])
     model.train()
-    enc = ConversationEncoder(processor.tokenizer, "plain", "<image>", model.config.image_seq_length, 512)
+    enc = ConversationEncoder(processor.tokenizer, "human_assistant", "<image>", model.config.image_seq_length, 512)
     return SimpleNamespace(model=model, processor=processor, enc=enc, data=tiny_data)
 
 

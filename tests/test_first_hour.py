@@ -119,7 +119,7 @@ def test_help_shows_defaults_and_no_progress(capsys):
 def checkpoint(backbones, tmp_path_factory) -> str:
     from allava.model.build import ModelSpec, Recipe, build_model, save_checkpoint
 
-    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="plain")
+    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="human_assistant")
     model, processor = build_model(spec)
     out = tmp_path_factory.mktemp("ckpt") / "final"
     save_checkpoint(model, processor, Recipe(spec=spec), out)
@@ -169,7 +169,7 @@ def test_chat_commands_ctrl_c_and_banner(capsys, checkpoint, monkeypatch, tiny_d
     assert code == 0, err
     assert "(answer stopped; ask again or /quit)" in out and "(usage: /image PATH)" in out
     assert "(unknown command /frobnicate" in out and out.count("assistant>") == 1
-    assert f"model {checkpoint} (template plain); image: {image}" in err
+    assert f"model {checkpoint} (template human_assistant); image: {image}" in err
 
 
 # --- qc: image folders, synthesis records, typos ---------------------------------------------------

@@ -130,7 +130,7 @@ def test_transcript_asks_fresh_scenes_through_the_chat_path(backbones, tmp_path)
     cfg = load_quickstart_config(overrides=["world.image_size=32", "transcript.max_new_tokens=3"])
     seeds = fresh_seeds(cfg, 5)
     assert all(cfg.world.n_train_images <= s < TEXT_OFFSET < BENCH_OFFSET for s in seeds) and len(set(seeds)) == 5
-    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="plain")
+    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="human_assistant")
     model, processor = build_model(spec)
     save_checkpoint(model, processor, Recipe(spec=spec), tmp_path / "ckpt")
     t = run_transcript(tmp_path, cfg, str(tmp_path / "ckpt"))

@@ -181,7 +181,7 @@ def test_lm_docs_ask_every_ability_about_a_scene_in_words(tmp_path):
     build_world(tmp_path, cfg, progress=False)
     docs = read_jsonl(tmp_path / "lm_docs.jsonl")
     assert len(docs) == 5 and all("<image>" not in t["value"] for d in docs for t in d["conversations"])
-    texts = conversation_texts(docs[:1], "plain")
+    texts = conversation_texts(docs[:1], "human_assistant")
     turns = len(docs[0]["conversations"]) // 2
     assert len(texts) == turns and texts[0].startswith("Human: ") and texts[1].startswith("\nHuman: ")
     assert texts[0].endswith("Assistant: " + docs[0]["conversations"][1]["value"])

@@ -23,7 +23,7 @@ def write_recipe(path: Path, backbones, data, out: Path, stage1_train=("projecto
     recipe = {
         "output_dir": str(out),
         "threads": 1,
-        "model": {"vision_tower": backbones["clip"], "language_model": backbones["lm"], "template": "plain"},
+        "model": {"vision_tower": backbones["clip"], "language_model": backbones["lm"], "template": "human_assistant"},
         "stages": {
             "stage1": {"data": [{"path": data["captions"], "image_folder": data["images"]},
                                 {"path": data["text"], "repeat": 2}], "train": list(stage1_train), **common},

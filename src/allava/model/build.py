@@ -8,7 +8,7 @@ so it loads with ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProce
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from allava.config import ConfigError
 from allava.data.templates import get_template
+from allava.data.tokenize import chat_template_for
 
 RECIPE_FILE = "allava_recipe.json"
 IMAGE_TOKEN = "<image>"
@@ -162,10 +163,17 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
         tokenizer=tokenizer,
         patch_size=vision.config.patch_size,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
-        chat_template=get_template(spec.template).jinja(),
+        chat_template=chat_template_for(spec.template, tokenizer),
         num_additional_image_tokens=num_additional_image_tokens(vision),
     )
     return model, processor
+
+
+def use_template(processor, recipe: Recipe, name: str) -> None:
+    """Train with template `name` from here on: the recipe records it and the processor's saved
+    ``chat_template`` renders it, so the checkpoint serves with the format it was last trained on."""
+    recipe.spec = replace(recipe.spec, template=name)  # a copy: the run's own ModelSpec stays as written
+    processor.chat_template = chat_template_for(name, processor.tokenizer)
 
 
 def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> None:

@@ -60,7 +60,7 @@ class QuickstartConfig:
     vocab_size: int = 2048
     lm: LMPretrainConfig = field(default_factory=LMPretrainConfig)
     clip: CLIPTrainConfig = field(default_factory=CLIPTrainConfig)
-    template: str = "plain"  # ALLaVA trains from a base LM
+    template: str = "human_assistant"  # ALLaVA trains from a base LM (bare role tags)
     # The tiny CLIP's last layer with its CLS token: the token its contrastive objective shapes
     # (real CLIP-L/14 recipes use the penultimate layer without CLS: see configs/allava-phi2.yaml).
     vision_feature_layer: int = -1

@@ -24,7 +24,7 @@ from transformers import TrainerState, TrainingArguments, set_seed
 from allava.config import ConfigError, from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
-from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint
+from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint, use_template
 from allava.train import feature_cache
 from allava.train.precision import use_bf16
 from allava.train.progress import use_stage_progress
@@ -63,11 +63,15 @@ class StageConfig:
     # auto: train from cached vision features when the tower is frozen and preprocessing deterministic
     feature_cache: str | bool = "auto"  # auto | on | off
     lm_head_on_labels_only: bool = True  # run the LM head only at labelled positions (same loss)
+    template: str | None = None  # this stage's template (None: model.template); LLaVA-1.5 pretrains with 'plain'
 
     def check(self) -> None:
         """Value rules (batch sizes, modules, deepspeed...), checked when the recipe is read."""
+        from allava.data.templates import get_template
         from allava.train.preflight import check_stage
 
+        if self.template is not None:
+            get_template(self.template)
         check_stage(self)
 
 
@@ -129,6 +133,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         model, processor, _ = load_checkpoint(init)
         recipe = Recipe.load(init) or Recipe(spec=spec)
     trainable = set_trainable(model, cfg.train)
+    use_template(processor, recipe, cfg.template or spec.template)
     encoder = ConversationEncoder(processor.tokenizer, recipe.spec.template, processor.image_token,
                                   model.config.image_seq_length, cfg.model_max_length)
     dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
