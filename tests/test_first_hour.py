@@ -497,3 +497,52 @@ def test_qc_examples_must_be_a_number(capsys, tmp_path):
                        "--set", "examples=lots")
     assert code == 2 and "examples must be a whole number >= 0, got 'lots'" in one_line(err)
     assert not (tmp_path / "qc").exists()
+
+
+# --- a hub id with no network (allava.model.paths.check_hub) -------------------------------------
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused
+    return port
+
+
+def test_hub_id_without_network_fails_fast_naming_the_model(capsys, monkeypatch):
+    """Without HF_HUB_OFFLINE, an unreachable hub took ~55 s of huggingface_hub retries before a message
+    that did not name the model; now one connection attempt, then one line (bounded: < 10 s)."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the original comes back afterwards
+    for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    t0 = time.monotonic()
+    code, _, err = cli(capsys, "chat", "--model", "someorg/not-downloaded")
+    assert time.monotonic() - t0 < 10
+    line = one_line(err)
+    assert code == 2 and "'someorg/not-downloaded'" in line and "cannot be reached" in line
+    assert "point --model at a local folder" in line
+
+
+def test_hub_id_without_network_uses_the_cache(tmp_path, monkeypatch):
+    """A model already in the hub cache (huggingface_hub try_to_load_from_cache finds its config.json)
+    loads from there at once, as with HF_HUB_OFFLINE=1, instead of retrying the unreachable hub."""
+    from huggingface_hub import constants
+
+    from allava.model.paths import check_model_path
+
+    snap = tmp_path / "models--someorg--cached" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--someorg--cached" / "refs").mkdir()
+    (tmp_path / "models--someorg--cached" / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the original comes back afterwards
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    check_model_path("someorg/cached", "--model")
+    assert constants.HF_HUB_OFFLINE is True and __import__("os").environ["HF_HUB_OFFLINE"] == "1"
