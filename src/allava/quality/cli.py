@@ -23,6 +23,7 @@ def add_qc_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set ops.0.min=50 (repeatable)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG histograms (report.md/json still written)")
+    p.add_argument("--all-stats", action="store_true", help="also compute the ops marked `report_only: true`")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -48,7 +49,7 @@ def run_qc(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "qc" / records.stem
     run = run_qc_pipeline(records, cfg, out, image_folder=args.image_folder,
                           cache_path=args.cache if args.cache else "default", progress=not args.no_progress,
-                          plots=not args.no_plots)
+                          plots=not args.no_plots, all_stats=args.all_stats)
     computed = sum(v for k, v in run.computed.items() if ":finalize" not in k)
     print(f"qc: {len(run.ids)} records, {run.kept} kept, {run.removed} removed, {len(run.problems)} bad input "
           f"entries; stats computed for {computed} op-records (rest cached) in {run.seconds:.1f}s")

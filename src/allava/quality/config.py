@@ -15,7 +15,7 @@ from typing import Any
 from allava.config import ConfigError, from_dict, load_yaml
 from allava.quality.base import OPS, Op, load_builtin_ops
 
-RESERVED = ("name", "label", "min", "max", "thresholds")
+RESERVED = ("name", "label", "min", "max", "thresholds", "report_only")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class OpSpec:
     label: str
     op: Op
     thresholds: list[Threshold] = field(default_factory=list)
+    report_only: bool = False  # stats nobody thresholds: computed only when asked (`--all-stats`)
 
 
 @dataclass
@@ -51,6 +52,10 @@ class QCConfig:
     ops: list[OpSpec]
     examples: int = 5  # removed records shown per op in the report
     source: str = ""
+
+    def active(self, all_stats: bool = False) -> list[OpSpec]:
+        """The ops a run computes: report-only ones only when `all_stats` asks for them."""
+        return [s for s in self.ops if all_stats or not s.report_only]
 
 
 def _threshold(stat: str, spec: Any, where: str) -> Threshold:
@@ -89,7 +94,13 @@ def build_op(entry: dict[str, Any], where: str) -> OpSpec:
         thresholds.append(_threshold(cls.primary, {k: entry.get(k) for k in ("min", "max")}, where))
     for stat, spec in (entry.get("thresholds") or {}).items():
         thresholds.append(_threshold(stat, spec, f"{where}.thresholds.{stat}"))
-    return OpSpec(label=str(entry.get("label") or name), op=cls(settings), thresholds=thresholds)
+    report_only = entry.get("report_only", False)
+    if not isinstance(report_only, bool):
+        raise ConfigError(f"{where}.report_only: expected true or false, got {report_only!r}")
+    if report_only and thresholds:
+        raise ConfigError(f"{where} ({name}): report_only ops decide nothing; remove `report_only` or its thresholds")
+    return OpSpec(label=str(entry.get("label") or name), op=cls(settings), thresholds=thresholds,
+                  report_only=report_only)
 
 
 def parse_config(raw: dict[str, Any], source: str = "") -> QCConfig:

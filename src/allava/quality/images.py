@@ -45,3 +45,59 @@ def resize_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("L").resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+GHOST_QUALITIES = range(3, 13)
+DETAIL_FACTORS = (3, 4, 6, 8)
+
+
+def _activity(g: np.ndarray) -> float:
+    """Mean absolute neighbour difference (horizontal + vertical): the unit both measures divide by."""
+    if min(g.shape) < 2:
+        return 0.0
+    return float(np.abs(np.diff(g, axis=1)).mean() + np.abs(np.diff(g, axis=0)).mean())
+
+
+def jpeg_ghost(rgb: np.ndarray, act: float) -> float:
+    """Smallest mean change over JPEG recompressions at qualities 3-12, per unit of activity."""
+    import io
+
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    x = rgb.astype(np.float64)
+    best = np.inf
+    for q in GHOST_QUALITIES:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=q)
+        buf.seek(0)
+        with Image.open(buf) as again:
+            best = min(best, float(np.abs(np.asarray(again.convert("RGB"), dtype=np.float64) - x).mean()))
+    return best / act
+
+
+def detail(g: np.ndarray, act: float) -> float:
+    """Smallest error of rebuilding the grey image from a 3-8x box-downscaled copy (nearest or
+    bilinear upscale), per unit of activity: near 0 for an upscaled thumbnail."""
+    from PIL import Image
+
+    g8 = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+    im, g = Image.fromarray(g8), g8.astype(np.float64)  # compared at the precision it is rebuilt in
+    w, h = im.size
+    best = np.inf
+    for f in DETAIL_FACTORS:
+        if min(w, h) < 2 * f:
+            continue
+        small = im.resize((w // f, h // f), Image.Resampling.BOX)
+        for how in (Image.Resampling.NEAREST, Image.Resampling.BILINEAR):
+            up = np.asarray(small.resize((w, h), how), dtype=np.float64)
+            best = min(best, float(np.abs(up - g).mean()))
+    return best / act
+
+
+def compression_stats(rgb: np.ndarray, g: np.ndarray) -> dict[str, float]:
+    """`jpeg_ghost` and `detail` (see image_readability); empty on flat or tiny images."""
+    act = _activity(g)
+    if act < 0.5 or min(g.shape) < 16:
+        return {}
+    return {"jpeg_ghost": jpeg_ghost(rgb, act), "detail": detail(g, act)}

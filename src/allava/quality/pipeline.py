@@ -248,10 +248,12 @@ def write_outputs(run: QCRun, image_folder: str | Path | None, examples: int) ->
 
 
 def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path, image_folder: str | Path | None = None,
-                    cache_path: str | Path | None = "default", progress: bool = True, plots: bool = True) -> QCRun:
+                    cache_path: str | Path | None = "default", progress: bool = True, plots: bool = True,
+                    all_stats: bool = False) -> QCRun:
     """The whole run: stats (cached), decisions, outputs and report. `cache_path="default"` = OUT/cache.sqlite.
 
-    `plots=False` skips the PNGs (matplotlib is most of a small run's time)."""
+    `plots=False` skips the PNGs (matplotlib is most of a small run's time); `all_stats` also
+    computes the ops marked `report_only`."""
     from allava.quality.reader import resolve_image_folder
     from allava.quality.report import write_report
 
@@ -261,7 +263,7 @@ def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     cache = StatsCache(out / "cache.sqlite" if cache_path == "default" else cache_path)
     try:
-        run = compute_stats(records_path, cfg.ops, cache, image_folder, progress)
+        run = compute_stats(records_path, cfg.active(all_stats), cache, image_folder, progress)
     finally:
         cache.close()
         for s in cfg.ops:

@@ -8,6 +8,8 @@ stand-in for GPT-4V, which checks every answer's claims against the record's sce
 the quickstart world carry `meta.seed`) and replies in the same one-word format. A record is one
 prompt with all its question / answer pairs, so a multi-turn record is incorrect when any turn is.
 Records the teacher cannot judge (no scene graph, a request that failed) get no `correct` stat.
+A false premise counts as wrong: the prompt tells a real judge so (with a guiding example), and the
+scene teacher checks the question's referents and reworded questions (`allava.quality.premise`).
 """
 from __future__ import annotations
 
@@ -21,12 +23,16 @@ from allava.quality.ask import Asker, TeacherSettings
 from allava.quality.base import Op, QCRecord, Stats, register_op
 
 SYSTEM = ("You check vision-language training data. Given an image, a question and an answer, decide whether the "
-          "answer is correct and matches the image. Reply with one word: correct or incorrect.")
+          "answer is correct and matches the image. A question with a false premise (it asks about an object, colour "
+          "or text that the image does not show) makes the answer incorrect unless the answer says so. "
+          "Reply with one word: correct or incorrect.")
 EXAMPLES = [
     {"question": "What colour is the circle?", "answer": "The circle is red.", "verdict": "correct",
      "note": "(the image shows a red circle)"},
     {"question": "How many squares are there?", "answer": "There are three squares.", "verdict": "incorrect",
      "note": "(the image shows two squares)"},
+    {"question": "How many suns are there?", "answer": "1", "verdict": "incorrect",
+     "note": "(the image shows no sun: the question's premise is false)"},
 ]
 JUDGE_MARK = "Now judge:"  # what follows it are the record's "Question: ...\nAnswer: ..." pairs
 VERDICT = re.compile(r"\b(incorrect|correct|wrong|right|yes|no)\b", re.IGNORECASE)
@@ -61,6 +67,7 @@ class LLMJudgeSettings(TeacherSettings):
 class LLMJudge(Op):
     Settings = LLMJudgeSettings
     primary = "correct"
+    VERSION = "2"  # the prompt asks about false premises; the scene judge checks them
 
     def __init__(self, settings: LLMJudgeSettings | None = None):
         super().__init__(settings)

@@ -244,6 +244,7 @@ def judge_pairs(prompt: str) -> list[tuple[str, str]]:
 
 def write_judge(request: Request) -> str:
     """"correct" when no claim of any answer contradicts the scene graph, else "incorrect"."""
+    from allava.quality.premise import premise_problems
     from allava.scenes.verify import check_answer, check_text
 
     scene, certain = _judged_scene(request)
@@ -252,7 +253,9 @@ def write_judge(request: Request) -> str:
         raise SynthError("the scene teacher found no 'Question:'/'Answer:' pairs after 'Now judge:'")
     if not certain and check_text(scene, pairs[0][0]):  # text-only records describe their scene: compare
         raise SynthError("the seed does not give the scene the question describes (rendered at another size?)")
-    return "incorrect" if any(check_answer(scene, q, a) for q, a in pairs) else "correct"
+    # a false premise (the question names what the scene lacks) or a reworded question answered
+    # against the scene is as wrong as a contradicted claim (allava.quality.premise)
+    return "incorrect" if any(check_answer(scene, q, a) or premise_problems(scene, q, a) for q, a in pairs) else "correct"
 
 
 def _instruction(prompt: str, end: str) -> str:

@@ -1,0 +1,161 @@
+"""The operators for teacher mistakes: refusal / language, QA adequacy, repetition, cross-image
+near-duplicates, colour-aware image hashes, JPEG / upscale measures, false premises, report_only."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from allava.config import ConfigError
+from allava.quality.base import QCRecord
+from allava.quality.config import parse_config
+from allava.quality.ops.cross_dedup import CrossImageDedup
+from allava.quality.ops.image_dedup import ImageDedup
+from allava.quality.ops.image_readability import ImageReadability
+from allava.quality.ops.qa_adequacy import QAAdequacy
+from allava.quality.ops.refusal import Refusal
+from allava.quality.ops.text_repetition import TextRepetition, word_repetition
+
+
+def qa(rid: str, question: str, answer: str, image: str | None = None) -> QCRecord:
+    return QCRecord(rid, [{"from": "human", "value": question}, {"from": "gpt", "value": answer}], image=image)
+
+
+LONG = ("The image contains three shapes: a small yellow circle at the top, a large green square in the top right "
+        "and a large purple cross at the bottom. Therefore, the answer is yellow.")
+
+
+def test_refusal_boilerplate_and_language():
+    recs = [qa("ok", "What colour is the circle?", LONG), qa("short", "What colour?", "red"),
+            qa("ref", "What colour?", "As an AI language model, I cannot see images."),
+            qa("sorry", "Count them.", "I'm sorry, but I can't help with that."),
+            qa("chat", "Describe it.", "Sure! " + LONG), qa("es", "Describe it.", "En la imagen se puede ver un círculo rojo."),
+            qa("zh", "What colour?", "红色"), qa("de", "Describe.", "Auf dem Bild sieht man einen roten Kreis und ein Quadrat.")]
+    st = {r.id: s for r, s in zip(recs, Refusal().compute(recs))}
+    assert st["ok"] == {**st["ok"], "refusal": 0, "boilerplate": 0, "language_ok": 1} and st["ok"]["language"] == "en"
+    assert st["short"]["language_ok"] == 1 and "language" not in st["short"]  # too short to identify
+    assert st["ref"]["refusal"] == 1 and st["sorry"]["refusal"] == 1 and st["chat"]["boilerplate"] == 1
+    assert st["es"]["language_ok"] == 0 and st["es"]["language"] == "es" and st["de"]["language"] == "de"
+    assert st["zh"]["language_ok"] == 0 and st["zh"]["latin"] == 0.0  # one-word answer, wrong script
+    assert Refusal(Refusal.Settings(languages=["en", "es"])).compute(recs[5:6])[0]["language_ok"] == 1
+
+
+def test_qa_adequacy_flags_terse_and_echoed_answers():
+    q = "Which colour does the circle have? Reason step by step before giving the final answer."
+    recs = [qa("ok", q, LONG), qa("terse", q, "The answer is yellow."), qa("bare", q, "Yellow."),
+            qa("short-ok", "What colour is the circle?\nAnswer the question using a single word or phrase.", "yellow"),
+            qa("echo", q, "Which colour does the circle have? Reason step by step before giving the final answer.")]
+    st = {r.id: s for r, s in zip(recs, QAAdequacy().compute(recs))}
+    assert st["ok"]["adequate"] == 1 and st["ok"]["demand"] == 1 and st["ok"]["echo"] < 0.5
+    assert st["terse"]["adequate"] == 0 and st["bare"]["adequate"] == 0
+    assert st["short-ok"] == {**st["short-ok"], "adequate": 1, "demand": 0}
+    assert st["echo"]["echo"] == 1.0
+
+
+def test_text_repetition_matches_data_juicer_word_ratio():
+    """data-juicer `word_repetition_filter`: sum of the counts of n-grams seen more than once over all n-grams."""
+    assert word_repetition("a b a b", 2) == pytest.approx(2 / 3)  # ab, ba, ab: 'ab' twice of 3 n-grams
+    assert word_repetition("one two three", 10) == 0.0
+    loop = "There is a red circle. " + "I can see a red circle in the top left. " * 5
+    a, b = TextRepetition().compute([qa("loop", "Describe.", loop), qa("ok", "Describe.", LONG)])
+    assert a["sentence_rep"] >= 0.5 and a["word_rep"] > 0.5 and b == {"word_rep": 0.0, "sentence_rep": 0.0}
+
+
+def test_cross_image_dedup_keeps_the_record_its_image_supports():
+    other = LONG.replace("Therefore", "So")
+    recs = [qa("copy", "Describe.", LONG, "b.png"),        # the copy, on the wrong picture, comes first
+            qa("orig", "Describe.", other, "a.png"),
+            qa("a-sib", "What colour?", "yellow", "a.png"), qa("a-sib2", "What shape?", "square purple cross", "a.png"),
+            qa("b-sib", "What colour?", "blue", "b.png"),
+            qa("same-img", "Describe again.", LONG, "a.png"),  # same image: text_dedup's business, not this op's
+            qa("short", "What colour?", "yellow", "c.png")]
+    op = CrossImageDedup()
+    st = {r.id: s for r, s in zip(recs, op.finalize(op.features(recs)))}
+    assert st["copy"]["duplicate"] == 1 and st["orig"]["duplicate"] == 0 and st["copy"]["similarity"] > 0.7
+    assert st["orig"]["support"] > st["copy"]["support"]
+    assert st["short"] == {} and st["a-sib"] == {}  # short answers are not compared
+    assert st["same-img"]["duplicate"] == 0  # on the winning image: kept here, text_dedup compares it
+
+
+def _cross(path: Path, colour: tuple[int, int, int], size: int = 96) -> None:
+    im = Image.new("RGB", (size, size), (235, 235, 225))
+    d = ImageDraw.Draw(im)
+    d.rectangle([40, 15, 55, 80], fill=colour)
+    d.rectangle([15, 40, 80, 55], fill=colour)
+    im.save(path)
+
+
+def test_colour_aware_image_dedup(tmp_path):
+    """A red and a green cross at the same place hash alike in grey; per channel they differ."""
+    _cross(tmp_path / "red.png", (200, 40, 40))
+    _cross(tmp_path / "green.png", (40, 122, 40))  # the same luma as the red
+    _cross(tmp_path / "red-again.png", (200, 40, 40))
+    recs = [QCRecord(n, [], image=n, image_file=tmp_path / n) for n in ("red.png", "green.png", "red-again.png")]
+    grey = ImageDedup(ImageDedup.Settings(colour=False))
+    colour = ImageDedup()
+    g = grey.finalize(grey.features(recs))
+    c = colour.finalize(colour.features(recs))
+    assert g[1]["distance"] <= 1  # grey pHash: the green cross is a "copy" of the red one
+    assert c[1]["distance"] > 1 and c[2]["distance"] == 0 and c[2]["near"].endswith("red.png")
+
+
+def test_jpeg_ghost_and_detail_flag_damaged_images(tmp_path):
+    from allava.scenes.graph import sample_scene
+    from allava.scenes.render import render
+
+    ok = []
+    for seed in range(6):
+        render(sample_scene(seed)).save(tmp_path / f"{seed}.png")
+        ok.append(tmp_path / f"{seed}.png")
+    src = Image.open(ok[0]).convert("RGB")
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", quality=6)
+    Image.open(io.BytesIO(buf.getvalue())).save(tmp_path / "jpeg.png")
+    src.resize((12, 12), Image.Resampling.BILINEAR).resize((96, 96), Image.Resampling.NEAREST).save(tmp_path / "up.png")
+    Image.new("RGB", (96, 96), (90, 90, 90)).save(tmp_path / "flat.png")
+    files = ok + [tmp_path / "jpeg.png", tmp_path / "up.png", tmp_path / "flat.png"]
+    st = ImageReadability().compute([QCRecord(f.name, [], image=f.name, image_file=f) for f in files])
+    assert all(s["jpeg_ghost"] >= 0.3 and s["detail"] >= 0.35 for s in st[:6]), st[:6]
+    assert st[6]["jpeg_ghost"] < 0.1 and st[7]["detail"] < 0.2
+    assert "jpeg_ghost" not in st[8] and st[8]["decodable"] == 1  # flat: nothing to measure against
+
+
+def test_false_premise_and_reworded_questions_in_the_scene_judge():
+    from allava.quality.premise import false_premises, paraphrase_answer, premise_problems
+    from allava.scenes.graph import THINGS, sample_scene
+    from allava.scenes.verify import question_index
+
+    scene = next(s for s in map(sample_scene, range(200)) if s.things and len(s.things) >= 2)
+    absent = next(t for t in THINGS if all(o.name != t for o in scene.items))
+    present = scene.things[0]
+    assert false_premises(scene, f"How many {absent}s are there?")
+    assert not false_premises(scene, f"How many {present.name}s are there?")
+    assert premise_problems(scene, f"<image>\nWhat colour is the {absent}?", "red")
+    # no question the scene generator asks has a false premise
+    assert not any(premise_problems(scene, q, next(iter(a))[1]) for q, a in question_index(scene).items())
+    n = sum(o.name == present.name for o in scene.items)
+    assert paraphrase_answer(scene, f"Can you count the {present.name}s shown here?") == str(n)
+    assert premise_problems(scene, f"Can you count the {present.name}s shown here?", str(n + 1))
+    assert not premise_problems(scene, f"Can you count the {present.name}s shown here?", str(n))
+
+
+def test_report_only_ops_run_only_when_asked(tmp_path):
+    import test_qc_helpers as h
+
+    from allava.quality.pipeline import run_qc_pipeline
+
+    path = h.build_dataset(tmp_path / "d", n=8)
+    cfg = parse_config({"ops": [{"name": "text_completeness", "min": 1},
+                                {"name": "visual_complexity", "report_only": True}]})
+    run = run_qc_pipeline(path, cfg, tmp_path / "a", progress=False, plots=False)
+    assert [s.label for s in run.specs] == ["text_completeness"]
+    run = run_qc_pipeline(path, cfg, tmp_path / "b", progress=False, plots=False, all_stats=True)
+    assert "entropy" in run.stats[0]["visual_complexity"]
+    with pytest.raises(ConfigError, match="report_only ops decide nothing"):
+        parse_config({"ops": [{"name": "visual_complexity", "report_only": True, "min": 1}]})
+    with pytest.raises(ConfigError, match="true or false"):
+        parse_config({"ops": [{"name": "visual_complexity", "report_only": "yes"}]})
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["ops"][0]["label"] == "text_completeness"
