@@ -16,7 +16,7 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 def test_every_verb_is_real():
-    assert set(VERBS) == {"train", "data", "chat", "quickstart", "synth", "qc", "eval", "serve"}
+    assert set(VERBS) == {"train", "data", "chat", "quickstart", "synth", "qc", "eval", "serve", "export"}
 
 
 def test_train_with_missing_config_is_a_clear_error(tmp_path):

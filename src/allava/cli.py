@@ -55,6 +55,24 @@ def _train(p: argparse.ArgumentParser):
     return run
 
 
+@verb("export", "write a checkpoint as a plain transformers folder (a LoRA stage merged with --merge-lora)")
+def _export(p: argparse.ArgumentParser):
+    p.add_argument("model", metavar="DIR", help="checkpoint folder: a stage's final/ (full or LoRA) or any llava-hf one")
+    p.add_argument("--out", required=True, help="folder to write the plain LlavaForConditionalGeneration into")
+    p.add_argument("--merge-lora", action="store_true", help="fold a LoRA stage's adapters into its base weights")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="write the weights in this dtype")
+
+    def run(args) -> int:
+        from allava.model.export import export
+
+        done = export(args.model, args.out, merge_lora=args.merge_lora, dtype=args.dtype)
+        merged = (f"LoRA r={done['merged_lora']['r']} merged over {done['merged_lora']['base']}"
+                  if done["merged_lora"] else "full model")
+        print(f"exported {args.model} -> {done['out']} ({merged}; {done['parameters']:,} parameters, {done['dtype']})")
+        return 0
+    return run
+
+
 @verb("data", "inspect and validate LLaVA-format data")
 def _data(p: argparse.ArgumentParser):
     from allava.data.validate import add_validate_parser, run_validate

@@ -71,6 +71,7 @@ class Recipe:
     spec: ModelSpec
     stage: str = "init"
     history: list[dict] = field(default_factory=list)
+    lora_base: str | None = None  # a LoRA stage's folder: the checkpoint its adapters apply to (model/lora.py)
 
     def save(self, out_dir: str | Path) -> None:
         Path(out_dir, RECIPE_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -81,7 +82,8 @@ class Recipe:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        return cls(spec=ModelSpec(**raw["spec"]), stage=raw.get("stage", "init"), history=raw.get("history", []))
+        return cls(spec=ModelSpec(**raw["spec"]), stage=raw.get("stage", "init"), history=raw.get("history", []),
+                   lora_base=raw.get("lora_base"))
 
 
 def _load_vision_tower(name: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -177,9 +179,17 @@ def use_template(processor, recipe: Recipe, name: str) -> None:
 
 
 def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> None:
+    """A full model folder; for a model with LoRA adapters, the adapters and the trained non-LoRA
+    weights only (``model/lora.py``), its recipe naming the base they apply to."""
+    from allava.model import lora
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    if lora.has_adapters(model):
+        lora.save(model, out_dir)
+    else:
+        recipe.lora_base = None
+        model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     recipe.save(out_dir)
 
@@ -188,9 +198,15 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
     """Load a saved checkpoint (ours or any llava-hf one). Returns model, processor, template name."""
     from allava.model.paths import check_model_path, hub_error, looks_local
 
+    from allava.model import lora
+
     name = str(path)
     check_model_path(name, "--model")
     path = Path(path)
+    if lora.is_lora_folder(path):
+        if dtype is not None and dtype not in DTYPES:
+            raise ConfigError(f"--dtype: {dtype!r} is not a dtype; choose from {list(DTYPES)}")
+        return lora.load(path, dtype)
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
     if dtype is not None and dtype not in DTYPES:

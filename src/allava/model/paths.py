@@ -38,7 +38,7 @@ def check_model_path(name: str, what: str = "model") -> None:
         raise ConfigError(f"{what}: folder {name} does not exist")
     if not path.is_dir():
         raise ConfigError(f"{what}: {name} is a file, not a model folder")
-    if not (path / "config.json").exists():  # FileNotFoundError: an OSError, still a one-line user error
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():  # FileNotFoundError: an OSError, still a one-line user error
         raise FileNotFoundError(f"{what}: {name} is not a model folder (no config.json)")
 
 

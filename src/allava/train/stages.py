@@ -24,7 +24,9 @@ from transformers import TrainerState, TrainingArguments, set_seed
 from allava.config import ConfigError, from_dict, load_yaml
 from allava.data.dataset import Collator, ConversationDataset, DataSource
 from allava.data.tokenize import ConversationEncoder
+from allava.model import lora
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint, use_template
+from allava.model.lora import LoraSpec
 from allava.train import feature_cache
 from allava.train.precision import use_bf16
 from allava.train.progress import use_stage_progress
@@ -64,6 +66,7 @@ class StageConfig:
     feature_cache: str | bool = "auto"  # auto | on | off
     lm_head_on_labels_only: bool = True  # run the LM head only at labelled positions (same loss)
     template: str | None = None  # this stage's template (None: model.template); LLaVA-1.5 pretrains with 'plain'
+    lora: LoraSpec | None = None  # adapters on the LM (model/lora.py); `train:` modules other than the LM train fully
 
     def check(self) -> None:
         """Value rules (batch sizes, modules, deepspeed...), checked when the recipe is read."""
@@ -72,6 +75,8 @@ class StageConfig:
 
         if self.template is not None:
             get_template(self.template)
+        if self.lora is not None and "language_model" not in self.train:
+            raise ValueError("lora: adapts the language model; list language_model in train (its weights stay frozen)")
         check_stage(self)
 
 
@@ -133,6 +138,8 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         model, processor, _ = load_checkpoint(init)
         recipe = Recipe.load(init) or Recipe(spec=spec)
     trainable = set_trainable(model, cfg.train)
+    if cfg.lora:
+        model, trainable = lora.attach(model, processor, recipe, cfg.lora, cfg.train, init, out_dir)
     use_template(processor, recipe, cfg.template or spec.template)
     encoder = ConversationEncoder(processor.tokenizer, recipe.spec.template, processor.image_token,
                                   model.config.image_seq_length, cfg.model_max_length)
@@ -152,7 +159,8 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         cache.reason = why
     else:
         log.info("%s: no feature cache (%s)", name, why)
-    trainer = AllavaTrainer(model=model, args=args, train_dataset=dataset,
+    trainer_class = lora.trainer_class(AllavaTrainer) if cfg.lora else AllavaTrainer  # LoRA: small checkpoints
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset,
                             data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
                             projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
