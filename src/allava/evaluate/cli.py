@@ -21,7 +21,12 @@ def add_eval_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="eval_verb", required=True)
 
     r = sub.add_parser("run", help="answer a benchmark with a checkpoint (resumes) and score it")
-    r.add_argument("--model", required=True, help="checkpoint folder (ours or any llava-hf one)")
+    r.add_argument("--model", required=True, help="checkpoint folder (ours or any llava-hf one); with --base-url "
+                   "the endpoint's model name")
+    r.add_argument("--base-url", help="answer through this OpenAI-compatible endpoint (allava serve, vLLM, SGLang, "
+                   "...) instead of loading --model here")
+    r.add_argument("--api-key-env", default="OPENAI_API_KEY", help="--base-url: environment variable holding its key")
+    r.add_argument("--concurrency", type=int, default=8, help="--base-url: requests in flight")
     _common(r)
     r.add_argument("--out", required=True, help="run folder: predictions.jsonl, metrics.json, answer cache")
     r.add_argument("--limit", type=int, help="N questions only, interleaved over the benchmark's groups "
@@ -154,16 +159,20 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
         write_predictions,
     )
 
-    for flag in ("limit", "batch_size", "max_new_tokens"):
+    remote = getattr(args, "base_url", None)
+    for flag in ("limit", "batch_size", "max_new_tokens") + (("concurrency",) if remote else ()):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1")
+    if remote and (args.device or args.dtype):
+        raise ConfigError("--device / --dtype apply to a local --model, not to --base-url (the endpoint decides)")
     if args.device:
         from allava.evaluate.generate import check_device
 
         check_device(args.device)
     from allava.model.paths import check_model_path
 
-    check_model_path(str(args.model), "--model")
+    if not remote:
+        check_model_path(str(args.model), "--model")
     bench, samples = _load(args)
     limit = None
     if args.limit:
@@ -174,7 +183,12 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
                 else f"the first {len(samples)} of {total} questions")
         limit = {"n": args.limit, "questions": len(samples), "of": total, "stratified_by": key, "note": note}
         print(f"allava eval: --limit {args.limit}: {note}", file=sys.stderr)
-    fp = model_fingerprint(args.model)
+    if remote:
+        from allava.evaluate.remote import remote_fingerprint
+
+        fp = remote_fingerprint(remote, args.model)
+    else:
+        fp = model_fingerprint(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
@@ -182,6 +196,10 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
         settings = GenerationSettings(args.max_new_tokens or bench.max_new_tokens, dtype=args.dtype)
 
         def load_model():
+            if remote:
+                from allava.evaluate.remote import RemoteAnswerer
+
+                return RemoteAnswerer(remote, args.model, out, args.api_key_env, args.concurrency).answer
             from allava.evaluate.generate import Answerer
 
             return Answerer(args.model, dtype=args.dtype, device=args.device).answer
@@ -194,7 +212,8 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
         finally:
             store.close()
         write_predictions(out / "predictions.jsonl", samples, answers, Path(args.model).name)
-        metrics = {"benchmark": bench.name, "model": str(args.model), "model_fingerprint": fp, "data": str(args.data),
+        metrics = {"benchmark": bench.name, "model": str(args.model), **({"base_url": remote} if remote else {}),
+                   "model_fingerprint": fp, "data": str(args.data),
                    **bench.score(samples, answers, judge), "coverage": _coverage(bench, samples, answers),
                    **({"limit": limit} if limit else {}),
                    "generation": {"max_new_tokens": settings.max_new_tokens, "greedy": True, "dtype": settings.dtype,

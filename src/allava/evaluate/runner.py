@@ -132,11 +132,12 @@ def generate(bench: Benchmark, samples: list[Sample], answer_fn: Callable[[], An
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             for s, text in zip(chunk, fn([to_question(s) for s in chunk], settings.max_new_tokens)):
-                store.put(keys[s.question_id], s.question_id, text)
+                if text is not None:  # an endpoint that gave up on one question: it stays unanswered
+                    store.put(keys[s.question_id], s.question_id, text)
             bar.update(len(chunk))
         bar.close()
     report = GenerationReport(len(todo), len(samples) - len(todo), time.perf_counter() - t0)
-    return {s.question_id: store.answers[keys[s.question_id]] for s in samples}, report
+    return {s.question_id: store.answers[keys[s.question_id]] for s in samples if keys[s.question_id] in store}, report
 
 
 def write_predictions(path: Path, samples: list[Sample], answers: dict[str, str], model_id: str) -> None:

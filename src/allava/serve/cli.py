@@ -25,6 +25,7 @@ FLAGS: dict[str, tuple[type | None, str]] = {
     "max_images": (int, "most images in one conversation"),
     "device": (str, "cpu, cuda, cuda:N or mps (default: the CPU)"),
     "dtype": (str, "float32, bfloat16 or float16"),
+    "threads": (int, "torch CPU threads (on a shared or busy machine 1 can be far faster than the default)"),
 }
 
 

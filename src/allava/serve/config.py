@@ -32,8 +32,11 @@ class ServeConfig:
     max_images: int = 4  # images in one conversation
     device: str | None = None
     dtype: str | None = None
+    threads: int | None = None  # torch CPU threads (default: torch's own choice)
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         for key in ("max_batch_size", "max_queue", "max_new_tokens", "max_body_bytes", "max_image_bytes",
                     "max_image_pixels", "max_images"):
             if getattr(self, key) < 1:

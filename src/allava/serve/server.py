@@ -15,6 +15,10 @@ def load_engine(cfg: ServeConfig):
     from allava.evaluate.generate import Answerer
     from allava.serve.batching import Engine
 
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     return Engine(Answerer(cfg.model, dtype=cfg.dtype, device=cfg.device))
 
 
