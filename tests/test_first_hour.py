@@ -546,3 +546,97 @@ def test_hub_id_without_network_uses_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     check_model_path("someorg/cached", "--model")
     assert constants.HF_HUB_OFFLINE is True and __import__("os").environ["HF_HUB_OFFLINE"] == "1"
+
+
+# --- found by trying data, eval, synth and chat as a new user (issue 12: "the ones nobody listed") ---
+
+def test_eval_score_says_which_answers_it_did_not_score(capsys, bench, tmp_path):
+    """Answers to no question of the benchmark, and a second answer to one question, were dropped with
+    exit 0 and no word; now a warning and `answers_unused` in metrics.json."""
+    pred = tmp_path / "p.jsonl"
+    rows = [{"question_id": "colour0", "text": "red"}, {"question_id": "colour0", "text": "blue"},
+            {"question_id": "not-a-question", "text": "red"}]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(capsys, "eval", "score", "--benchmark", "synthetic", "--data", str(bench), "--predictions",
+                         str(pred), "--out", str(tmp_path / "new" / "dir" / "m.json"))
+    assert code == 0 and f"{pred}: 2 of 3 answers not scored: they match no synthetic question" in err
+    assert json.loads((tmp_path / "new" / "dir" / "m.json").read_text())["answers_unused"] == 2  # --out's folder made
+
+
+def test_eval_score_predictions_folder_is_named_as_one(capsys, bench, tmp_path):
+    code, _, err = cli(capsys, "eval", "score", "--benchmark", "synthetic", "--data", str(bench), "--predictions",
+                       str(tmp_path))
+    assert code == 2 and f"{tmp_path}: is a folder; --predictions takes the answer file" in one_line(err)
+
+
+def test_data_validate_an_empty_file_is_not_a_pass(capsys, tmp_path):
+    """`[]` printed 'checked 0 records: 0 valid, 0 invalid' and exit 0, as if the data were good."""
+    (tmp_path / "e.json").write_text("[]")
+    code, out, err = cli(capsys, "data", "validate", str(tmp_path / "e.json"))
+    assert code == 2 and "e.json: holds no records" in one_line(err) and "0 invalid" not in out
+
+
+def test_data_validate_json_summary_into_a_new_folder(capsys, tiny_data, tmp_path):
+    code, _, err = cli(capsys, "data", "validate", tiny_data["vqa"], "--image-folder", tiny_data["images"],
+                       "--json", str(tmp_path / "reports" / "v.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "reports" / "v.json").read_text())["invalid"] == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temperature", "nan"], "--temperature must be a number >= 0, got nan"),
+    (["--top-p", "0.5"], "--top-p 0.5 has no effect with greedy decoding: add --temperature T (> 0)"),
+    (["--image", "README.md"], "--image README.md: not an image file"),
+])
+def test_chat_more_mistakes_before_the_model_loads(capsys, monkeypatch, argv, message):
+    """nan was accepted, --top-p without --temperature silently ignored, and a non-image --image failed
+    with PIL's bare message only after the model had loaded."""
+    import allava.evaluate.generate as generate
+
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    monkeypatch.setattr(generate, "Answerer", no_model)
+    monkeypatch.chdir(Path(__file__).parent.parent)
+    code, _, err = cli(capsys, "chat", "--model", "/not/needed", *argv)
+    assert code == 2 and message in one_line(err)
+
+
+def test_synth_refuses_an_empty_source(capsys, tmp_path):
+    """scenes:0 or an empty folder ran to 'complete. 0 of 0 items done' with exit 0."""
+    (tmp_path / "empty").mkdir()
+    for images in ("scenes:0", str(tmp_path / "empty")):
+        code, _, err = synth(capsys, tmp_path / "run", images=images)
+        assert code == 2 and f"--images {images}: gives no items" in one_line(err)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_synth_records_whose_images_are_all_missing(capsys, tmp_path, tiny_data):
+    """A records source read under the wrong folder rejected every item as 'image not found', exit 0."""
+    recs = tmp_path / "recs.jsonl"
+    recs.write_text(Path(tiny_data["vqa"]).read_text())
+    code, _, err = synth(capsys, tmp_path / "run", images=str(recs))
+    assert code == 2 and "none of the first" in one_line(err) and "pass --image-folder DIR" in err
+    code, _, err = synth(capsys, tmp_path / "run", "--image-folder", tiny_data["images"], images=str(recs))
+    assert code == 0, err
+
+
+def test_every_option_of_data_eval_synth_chat_has_help():
+    import argparse
+
+    from allava.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, child in a.choices.items():
+                    walk(child, f"{path} {name}")
+            elif not a.help and not isinstance(a, argparse._HelpAction):
+                missing.append(f"{path} {'/'.join(a.option_strings) or a.dest}")
+
+    for verb, child in next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices.items():
+        if verb in ("data", "eval", "synth", "chat"):
+            walk(child, f"allava {verb}")
+    assert missing == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -98,12 +99,23 @@ def _chat(p: argparse.ArgumentParser):
 
         if args.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-        if args.temperature < 0:
-            raise ConfigError(f"--temperature must not be negative, got {args.temperature}")
+        if not math.isfinite(args.temperature) or args.temperature < 0:
+            raise ConfigError(f"--temperature must be a number >= 0, got {args.temperature}")
         if not 0 < args.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
+        if args.top_p < 1 and args.temperature == 0:
+            raise ConfigError(f"--top-p {args.top_p} has no effect with greedy decoding: add --temperature T (> 0)")
         if args.image is not None and not Path(args.image).is_file():
             raise ConfigError(f"--image {args.image}: file does not exist")
+        if args.image is not None:  # before the model loads, not after
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(args.image) as im:
+                    im.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                reason = "not an image file" if isinstance(e, UnidentifiedImageError) else f"unreadable image ({e})"
+                raise ConfigError(f"--image {args.image}: {reason}") from None
         from allava.evaluate.generate import Answerer, check_device
         from allava.serve.chat import Chat, banner, run_chat
 

@@ -278,6 +278,8 @@ def run_validate(args: argparse.Namespace) -> int:
         report = validate_file(args.file, image_folder, check)
     except DataError as e:
         return _error(str(e))
+    if report.total == 0:  # "checked 0 records ... 0 invalid" with exit 0 read as a pass
+        return _error(f"{args.file}: holds no records (an empty array or file): nothing to train on")
     for problem in report.problems:
         print(f"{problem.record_id}: {problem.reason}")
     print(report.summary())
@@ -289,6 +291,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if out:
         try:
             summary = {"file": str(args.file), **report.to_dict()}
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         except OSError as e:
             return _error(f"{out}: {e.strerror}")

@@ -50,6 +50,8 @@ def _row_id(row: dict[str, Any]) -> str | None:
 def read_answers(path: str | Path) -> tuple[list[Answer], str]:
     """(answers, format name) for any supported answer file."""
     path = Path(path)
+    if path.is_dir():
+        raise BenchmarkError(f"{path}: is a folder; --predictions takes the answer file (e.g. its answers.jsonl)")
     if not path.is_file():
         raise BenchmarkError(f"{path}: no such predictions file")
     raw = path.read_bytes()

@@ -258,10 +258,16 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     judge = _judge(args, bench, Path(args.predictions).parent)
     pred = Path(args.predictions)
     path = Path(args.out) if getattr(args, "out", None) else pred.with_name(pred.stem + ".metrics.json")
+    unused = len(rows) - len(answers)
+    if unused:
+        print(f"allava eval: warning: {pred}: {unused} of {len(rows)} answers not scored: they match no {bench.name} "
+              f"question in {args.data}, or answer one already answered (metrics.json: answers_unused)",
+              file=sys.stderr)
     metrics = {"benchmark": bench.name, "predictions": str(args.predictions), "answer_format": fmt,
-               "answers_read": len(rows), "answers_matched": len(answers), "data": str(args.data),
-               **bench.score(samples, answers, judge), "coverage": _coverage(bench, samples, answers),
-               "metrics_file": str(path)}
+               "answers_read": len(rows), "answers_matched": len(answers), "answers_unused": unused,
+               "data": str(args.data), **bench.score(samples, answers, judge),
+               "coverage": _coverage(bench, samples, answers), "metrics_file": str(path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))  # before printing: a closed pipe loses nothing
     return metrics
 

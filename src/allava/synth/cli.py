@@ -18,7 +18,7 @@ TASK_OPTIONS: dict[str, list[tuple[str, dict]]] = {
     "llava-symbolic": [("--response-types", {"nargs": "+", "help": "conversation, detailed, complex (default: all)"})],
     "caption-expand": [("--long-caption-words",
                         {"type": int, "help": "captions at least this long get the detailed instruction list"})],
-    "stablellava": [("--dialogue-turns", {"type": int})],
+    "stablellava": [("--dialogue-turns", {"type": int, "help": "turns per generated dialogue (default 3)"})],
 }
 RUN_FIELDS = {"images", "out", "teacher", "base_url", "model", "api_key_env", "concurrency", "rpm", "tpm",
               "budget_usd", "price_in", "price_out", "prices", "limit", "max_image_side", "image_detail",
@@ -32,7 +32,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a("--out", required=True, type=Path, help="run folder (rerun the same command to resume)")
     a("--teacher", default="openai", help="openai (any OpenAI-compatible endpoint) or scene (offline)")
     a("--base-url", help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
-    a("--model", default="gpt-4o-mini")
+    a("--model", default="gpt-4o-mini", help="teacher model name at the endpoint (priced by configs/prices.yaml)")
     a("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     a("--concurrency", type=int, default=16, help="requests in flight")
     a("--rpm", type=float, help="requests per minute limit")
@@ -44,14 +44,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a("--shard", default="0/1", help="I/N: this machine's share (0-based), split by a hash of the id")
     a("--limit", type=int, help="only the first N items of the (sharded) source")
     a("--max-image-side", type=int, default=1024, help="resize images so the longest side is at most this")
-    a("--image-detail", default="auto", choices=["auto", "low", "high"])
+    a("--image-detail", default="auto", choices=["auto", "low", "high"],
+      help="OpenAI image detail: low = 85 tokens an image, high = tiles (cost)")
     a("--max-tokens", type=int, default=2048, help="answer length cap (also the budget's output estimate)")
     a("--timeout", type=float, default=120.0, help="seconds per request")
-    a("--max-retries", type=int, default=6)
+    a("--max-retries", type=int, default=6, help="retries of a failed request (429/5xx/timeouts), with backoff")
     a("--min-short-edge", type=int, default=0, help="reject images whose short edge is below this (ALLaVA: 512)")
     a("--image-folder", type=Path, help="root for relative image paths of a JSONL source (default: its folder)")
     a("--cache", type=Path, help="answer cache (default: OUT/cache.sqlite); share it between runs")
-    a("--no-cache", action="store_true")
+    a("--no-cache", action="store_true", help="neither read nor write the answer cache (every call paid)")
     a("--retry-rejects", action="store_true", help="retry the items in rejects.jsonl (fresh calls)")
     a("--no-progress", action="store_true")
     g = p.add_argument_group("image generation (stablellava, and --images t2i:FILE)")
@@ -92,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mp.add_argument("shards", type=Path, nargs="+", help="shard run folders")
     ep = sub.add_parser("export", help="write LLaVA training files (stage 1 captions, stage 2 instructions)")
     ep.add_argument("dir", type=Path, help="run folder")
-    ep.add_argument("--to", default="llava", choices=["llava"])
+    ep.add_argument("--to", default="llava", choices=["llava"], help="training file format")
     ep.add_argument("--out", type=Path, help="output folder (default: DIR/llava)")
 
 

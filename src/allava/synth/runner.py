@@ -35,6 +35,7 @@ from allava.synth.config import SynthConfig, SynthConfigError, TeacherFatal
 from allava.synth.meter import CURRENT_ITEM, ItemAccount, Meter
 from allava.synth.outputs import RunFiles
 from allava.synth.sources import (
+    RecordsSource,
     Rejected,
     Source,
     open_source,
@@ -273,6 +274,9 @@ def _show(value: Any) -> str:
 def check_source_fits(task: Any, source: Any, cfg: SynthConfig) -> None:
     """The task's needs against the source's first item: a source the task cannot use at all is one
     usage error up front, not every item rejected with the same reason."""
+    if next(iter(source.ids()), None) is None:  # was "complete. 0 of 0 items done", exit 0
+        raise SynthConfigError(f"--images {cfg.images}: gives no items (an empty folder, file or scenes:0)")
+    check_record_images(source, cfg)
     requires = getattr(type(task), "requires", ())
     needs_image = getattr(type(task), "needs_image", False)
     if not requires and not needs_image:
@@ -291,6 +295,25 @@ def check_source_fits(task: Any, source: Any, cfg: SynthConfig) -> None:
     if needs_image and first.image is None:
         raise SynthConfigError(f"task {task.name} needs images and --images {cfg.images} gives items without one "
                                f"(the first: {first.id!r})")
+
+
+PROBE_IMAGES = 20
+
+
+def check_record_images(source: Any, cfg: SynthConfig) -> None:
+    """A records source none of whose first images exist is a wrong --image-folder (or none given), not
+    a run in which every item is rejected as 'image not found' with exit 0."""
+    if not isinstance(source, RecordsSource):
+        return
+    files = []
+    for e in source.entries(lambda _id: True):
+        if isinstance(e, Item) and e.image is not None:
+            files.append(e.image_file())
+            if len(files) >= PROBE_IMAGES:
+                break
+    if files and not any(f.is_file() for f in files):
+        raise SynthConfigError(f"--images {cfg.images}: none of the first {len(files)} images exists (e.g. {files[0]}); "
+                               f"they were looked up under {source.image_root}: pass --image-folder DIR")
 
 
 def synth(cfg: SynthConfig, args: argparse.Namespace | None = None) -> dict[str, Any]:
