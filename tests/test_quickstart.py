@@ -223,7 +223,13 @@ def test_default_run_then_both_studies_end_to_end(tmp_path):
     assert set(report["evals"]) == {"full/stage1", "full/stage2", "full/stage2, scene as text"}
     for ev in report["evals"].values():
         assert len(ev["abilities"]) == 10 and all(0 < a["chance"] < 0.5 for a in ev["abilities"].values())
-    assert {"world", "tokenizer", "stage0-lm", "stage0-clip", "train-full", "transcript"} <= set(report["phases"])
+    assert {"world", "teacher", "tokenizer", "stage0-lm", "stage0-clip", "train-full", "transcript"} <= set(report["phases"])
+    # the teacher data came through `allava synth` (scene teacher) + `synth export`, one record per train image
+    teacher = report["phases"]["teacher"]
+    assert teacher["records"] + teacher["rejected"] == 120 and teacher["exported"]["caption"] == teacher["records"]
+    synth_summary = json.loads((out / "world" / "teacher" / "summary.json").read_text())
+    assert synth_summary["task"] == "allava-laion" and synth_summary["teacher"] == "scene"
+    assert not (out / "world" / "captions.jsonl").exists()  # the world no longer writes the teacher's files
     assert not any("stage2-only" in k or "noisy" in k for k in report["phases"])  # no ablation in the default run
     assert set(report["targets"]) == {"wall_time", "peak_rss", "overall_accuracy", "every_ability_vs_chance",
                                       "chat_transcript"}
@@ -273,3 +279,28 @@ def test_the_reported_peak_rss_is_the_highest_any_phase_recorded(tmp_path):
     (tmp_path / "phases.json").write_text(json.dumps({"world": {"wall_s": 1.0, "peak_rss_mb_after": 900.0},
                                                       "train-full": {"wall_s": 2.0, "peak_rss_mb_after": 2500.0}}))
     assert Phases(tmp_path).peak_rss_mb() == 2500.0
+
+
+def test_a_synth_world_leaves_the_teacher_data_to_allava_synth(tmp_path):
+    """`world.teacher: synth` writes the synthesis source (one item per train image, with its scene
+    graph) and the short VQA on its own; the scene teacher run through `allava synth` + export then
+    writes one caption and one instruction per image it accepts, on the same image paths."""
+    from allava.scenes.world import WorldConfig, build_world, read_jsonl
+    from allava.studies.config import load_quickstart_config
+    from allava.studies.pipeline import _teacher_phase
+
+    cfg = WorldConfig(n_train_images=6, n_bench_per_ability=1, n_text=2, image_size=32, vqa_per_ability=3,
+                      teacher="synth")
+    files = build_world(tmp_path / "world", cfg, progress=False)
+    assert not files.captions.exists() and not files.instruct.exists()
+    items = read_jsonl(tmp_path / "world" / "teacher_items.jsonl")
+    assert [i["id"] for i in items] == [f"train-{i:06d}" for i in range(6)] and all("scene" in i for i in items)
+    vqa = read_jsonl(tmp_path / "world" / "short_vqa.jsonl")
+    assert {r["meta"]["task"] for r in vqa} == {"short_vqa"} and len(vqa) % 3 == 0
+    info = _teacher_phase(tmp_path, load_quickstart_config(overrides=["world.image_size=32"]))
+    assert info["records"] + info["rejected"] == 6
+    caps = read_jsonl(tmp_path / "world" / "teacher" / "captions.jsonl")
+    assert len(caps) == info["records"] and {c["image"] for c in caps} <= {i["image"] for i in items}
+    assert all((tmp_path / "world" / "images" / c["image"]).is_file() for c in caps)
+    with pytest.raises(ValueError, match="world.teacher must be one of inline, synth"):
+        WorldConfig(teacher="gpt")

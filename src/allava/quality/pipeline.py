@@ -188,8 +188,9 @@ def check_thresholds(run: QCRun) -> None:
             seen.update((st.get(s.label) or {}).keys())
         if not seen:
             continue  # the op computed nothing here (e.g. image ops on text-only data)
-        for t in s.thresholds:
-            if t.stat not in seen:
+        known = seen | {s.op.primary}  # the primary stat is real even where no record got it (a judge
+        for t in s.thresholds:         # that could judge none of this data's records)
+            if t.stat not in known:
                 close = difflib.get_close_matches(t.stat, sorted(seen), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"ops[{i}] ({s.label}): no stat {t.stat!r} to threshold{hint} "

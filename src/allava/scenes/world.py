@@ -2,8 +2,13 @@
 
 Layout of `out_dir`:
     images/train/{id}.png, images/bench/{id}.png   (record paths are relative to images/)
-    captions.jsonl    stage-1 caption records (ALLaVA-Caption stand-in)
+    captions.jsonl    stage-1 caption records (ALLaVA-Caption stand-in)              [teacher "inline"]
     instruct.jsonl    ALLaVA-Instruct records + single-turn short-VQA records, the same number per ability
+                                                                                     [teacher "inline"]
+    teacher_items.jsonl  {"id", "image", "scene"} per train image: the source `allava synth` reads
+                      with the scene teacher, which writes the caption and ALLaVA records instead
+                                                                                     [teacher "synth"]
+    short_vqa.jsonl   the short-VQA records alone                                    [teacher "synth"]
     text.jsonl        text-only records (Evol-Instruct stand-in)
     lm_docs.jsonl     text-form scene conversations for stage-0 LM pretraining (the Phi-2 corpus stand-in)
     clip_pairs.jsonl  {"image", "caption", "negatives"} for contrastive CLIP training (hard negatives:
@@ -48,6 +53,7 @@ TEXT_OFFSET = 600_000
 BENCH_OFFSET = 800_000
 BENCH_MAX_SCENES = SEED_STRIDE - BENCH_OFFSET
 STALL_LIMIT = 300  # scenes without progress before an answer cap is relaxed
+TEACHER_MODES = ("inline", "synth")
 
 
 @dataclass
@@ -60,8 +66,13 @@ class WorldConfig:
     vqa_per_ability: int = 0  # single-turn short-answer records per ability (stage 2); 0: n_train_images
     vqa_phrasings: int = 3  # question phrasings drawn per scene, so repeated records read differently
     n_lm_scenes: int = 0  # text-form scene conversations for stage-0 LM pretraining (lm_docs.jsonl)
+    # "inline": the scene-graph teacher is called here (captions.jsonl, instruct.jsonl); "synth": only
+    # its source is written (teacher_items.jsonl) and `allava synth allava-laion --teacher scene` makes them
+    teacher: str = "inline"
 
     def __post_init__(self) -> None:
+        if self.teacher not in TEACHER_MODES:
+            raise ValueError(f"world.teacher must be one of {', '.join(TEACHER_MODES)}, got {self.teacher!r}")
         if (not 0 < self.n_train_images <= TEXT_OFFSET
                 or not 0 <= self.n_text + self.n_lm_scenes <= BENCH_OFFSET - TEXT_OFFSET):
             raise ValueError("n_train_images / n_text + n_lm_scenes exceed their seed ranges")
@@ -122,7 +133,7 @@ def _texts(record: dict) -> list[str]:
 
 
 def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: bool) -> dict[str, list]:
-    out: dict[str, list] = {"captions": [], "instruct": [], "clip": []}
+    out: dict[str, list] = {"captions": [], "instruct": [], "clip": [], "teacher_items": []}
     pools: dict[str, list] = {}
     with _bar(cfg.n_train_images, "train images", progress) as bar:
         for i in range(cfg.n_train_images):
@@ -131,10 +142,13 @@ def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: b
             rid = f"train-{i:06d}"
             image = f"train/{rid}.png"
             save_png(render(scene), img_dir / f"{rid}.png")
-            rng = random.Random(f"teacher/{seed}")
-            teacher_out = allava_laion(scene, rng)
-            out["captions"].append(caption_record(f"{rid}-cap", image, scene, teacher_out, rng))
-            out["instruct"].append(allava_record(f"{rid}-allava", image, scene, teacher_out))
+            if cfg.teacher == "inline":
+                rng = random.Random(f"teacher/{seed}")
+                teacher_out = allava_laion(scene, rng)
+                out["captions"].append(caption_record(f"{rid}-cap", image, scene, teacher_out, rng))
+                out["instruct"].append(allava_record(f"{rid}-allava", image, scene, teacher_out))
+            else:
+                out["teacher_items"].append({"id": rid, "image": image, "scene": scene.to_dict()})
             for ability, qas in all_qas(scene, seed, cfg.vqa_phrasings).items():
                 pools.setdefault(ability, []).extend((rid, image, scene, qa) for qa in qas)
             out["clip"].append({"image": image, "caption": clip_caption(scene),
@@ -285,16 +299,21 @@ def build_world(out_dir: str | Path, cfg: WorldConfig | None = None, progress: b
     bench = _build_bench(cfg, scfg, images / "bench", progress)
     corpus = _corpus([train["captions"], train["instruct"], text], train["clip"])
 
-    _write_jsonl(files.captions, train["captions"])
-    _write_jsonl(files.instruct, train["instruct"])
+    if cfg.teacher == "inline":
+        _write_jsonl(files.captions, train["captions"])
+        _write_jsonl(files.instruct, train["instruct"])
+    else:
+        _write_jsonl(root / "teacher_items.jsonl", train["teacher_items"])
+        _write_jsonl(root / "short_vqa.jsonl", train["instruct"])
     _write_jsonl(files.text, text)
     _write_jsonl(root / "lm_docs.jsonl", lm_docs)
     _write_jsonl(files.clip_pairs, train["clip"])
     _write_jsonl(files.bench, bench)
     files.corpus.write_text("\n".join(corpus) + "\n", encoding="utf-8")
     files.bench_meta.write_text(json.dumps(bench_meta(bench), indent=2) + "\n", encoding="utf-8")
+    vqa_key = "instruct" if cfg.teacher == "inline" else "short_vqa"
     files.counts = {"train_images": cfg.n_train_images, "captions": len(train["captions"]),
-                    "instruct": len(train["instruct"]), "text": len(text), "lm_docs": len(lm_docs), "clip_pairs": len(train["clip"]),
+                    vqa_key: len(train["instruct"]), "teacher_items": len(train["teacher_items"]), "text": len(text), "lm_docs": len(lm_docs), "clip_pairs": len(train["clip"]),
                     "bench": len(bench), "corpus_lines": len(corpus)}
     (root / "world.json").write_text(json.dumps({"config": asdict(cfg), "counts": files.counts}, indent=2) + "\n",
                                      encoding="utf-8")

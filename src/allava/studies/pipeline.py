@@ -11,6 +11,7 @@ from pathlib import Path
 
 from allava.data.dataset import DataSource
 from allava.model.build import ModelSpec
+from allava.scenes.world import read_jsonl
 from allava.studies.config import QuickstartConfig
 from allava.studies.phases import Phases, stage_summary
 from allava.train.stages import StageConfig, TrainRecipe, run_recipe, run_stage
@@ -24,18 +25,50 @@ def _world_phase(out: Path, cfg: QuickstartConfig) -> dict:
     return {"counts": build_world(out / "world", cfg.world).counts}
 
 
+TEACHER = "teacher"  # world/teacher: the `allava synth allava-laion --teacher scene` run and its export
+
+
+def _teacher_phase(out: Path, cfg: QuickstartConfig) -> dict:
+    """ALLaVA's captions and instructions written the way a user writes them: `allava synth
+    allava-laion --teacher scene` on the world's train images, then `allava synth export`
+    (captions.jsonl for stage 1, instructions.jsonl for stage 2, beside the run's records.jsonl).
+    The corpus of what it wrote joins the tokenizer's and the LM's text."""
+    from allava.synth.config import SynthConfig
+    from allava.synth.export import export
+    from allava.synth.runner import synth
+
+    world = out / "world"
+    run = world / TEACHER
+    summary = synth(SynthConfig(task="allava-laion", images=str(world / "teacher_items.jsonl"), out=run,
+                                teacher="scene", image_folder=world / "images", no_cache=True))
+    if summary["status"] != "complete":
+        raise RuntimeError(f"the scene teacher stopped: {summary['status']} (see {run / 'summary.json'})")
+    counts = export(run)
+    texts = dict.fromkeys(" ".join(t["value"].replace("<image>", " ").split())
+                          for name in ("captions.jsonl", "instructions.jsonl")
+                          for r in read_jsonl(run / name) for t in r["conversations"])
+    (run / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return {"records": summary["done"], "rejected": summary["rejected"], "items_per_s": summary["items_per_s"],
+            "reject_reasons": summary["this_run"]["reject_reasons"], "exported": counts}
+
+
+def _corpus(out: Path) -> list[str]:
+    """The world's text, and the synthesized teacher's where the world was built for it."""
+    lines = (out / "world" / "corpus.txt").read_text().splitlines()
+    teacher = out / "world" / TEACHER / "corpus.txt"
+    return lines + (teacher.read_text().splitlines() if teacher.exists() else [])
+
+
 def _tokenizer_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.tokenizer import train_tokenizer
 
-    corpus = (out / "world" / "corpus.txt").read_text().splitlines()
-    return {"vocab_size": len(train_tokenizer(corpus, out / "tokenizer", cfg.vocab_size))}
+    return {"vocab_size": len(train_tokenizer(_corpus(out), out / "tokenizer", cfg.vocab_size))}
 
 
 def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
-    from allava.scenes.world import read_jsonl
     from allava.train.pretrain_lm import conversation_texts, pretrain_lm
 
-    corpus = (out / "world" / "corpus.txt").read_text().splitlines()
+    corpus = _corpus(out)
     docs = out / "world" / "lm_docs.jsonl"
     if docs.exists():  # the world in words, in the chat layout (the stand-in for Phi-2's pretraining)
         corpus += conversation_texts(read_jsonl(docs), cfg.template)
@@ -43,7 +76,6 @@ def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
 
 
 def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
-    from allava.scenes.world import read_jsonl
     from allava.train.clip import train_clip
 
     images = out / "world" / "images"
@@ -53,8 +85,10 @@ def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
 
 
 def run_stage0(out: Path, cfg: QuickstartConfig, phases: Phases) -> None:
-    """World, tokenizer, the stage-0 LM and CLIP (each skipped when done)."""
+    """World, the teacher's data, tokenizer, the stage-0 LM and CLIP (each skipped when done)."""
     phases.run("world", _world_phase, out, cfg)
+    if cfg.world.teacher == "synth":
+        phases.run("teacher", _teacher_phase, out, cfg)
     phases.run("tokenizer", _tokenizer_phase, out, cfg)
     phases.run("stage0-lm", _lm_phase, out, cfg)
     phases.run("stage0-clip", _clip_phase, out, cfg)

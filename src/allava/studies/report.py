@@ -186,6 +186,11 @@ def _phase_notes(p: dict) -> str:
         return f"{p['tokens_per_s']:.0f} tokens/s, final loss {p.get('final_loss', float('nan')):.3f}"
     if "retrieval_acc" in p:
         return f"held-out image→text retrieval top-1 {p['retrieval_acc']:.1%}"
+    if "exported" in p:  # the teacher phase
+        reasons = "; ".join(f"{n} × {r}" for r, n in p.get("reject_reasons", {}).items())
+        return (f"`allava synth allava-laion --teacher scene`: {p['records']} records, {p['rejected']} rejected"
+                + (f" ({reasons})" if reasons else "") + f", {p['items_per_s']:.0f} items/s; exported "
+                + ", ".join(f"{v} {k}" for k, v in p["exported"].items() if v))
     if "counts" in p:
         return ", ".join(f"{k} {v}" for k, v in p["counts"].items())
     if "overall" in p:
