@@ -140,6 +140,12 @@ def test_false_premise_and_reworded_questions_in_the_scene_judge():
     assert paraphrase_answer(scene, f"Can you count the {present.name}s shown here?") == str(n)
     assert premise_problems(scene, f"Can you count the {present.name}s shown here?", str(n + 1))
     assert not premise_problems(scene, f"Can you count the {present.name}s shown here?", str(n))
+    plain = next(s for s in map(sample_scene, range(200)) if s.background == "plain" and len(s.shapes) >= 2)
+    assert premise_problems(plain, "Tell me what can be seen in the sky.", "sun")  # no sky on a plain background
+    many = next(s for s in map(sample_scene, range(400))
+                if len({o.name for o in s.shapes}) < len(s.shapes) and s.background == "plain")
+    twice = next(o.name for o in many.shapes if sum(x.name == o.name for x in many.shapes) > 1)
+    assert any("several" in p for p in premise_problems(many, f"Tell me the colour of the {twice}.", "red"))
 
 
 def test_report_only_ops_run_only_when_asked(tmp_path):

@@ -4,6 +4,9 @@ Each injected record replaces a clean one and is one of: `swap` (the answer of a
 another image), `garble` (the response's characters shuffled), `duplicate` (a copy of another
 record whose image is copied to a new file), `unreadable` (the image blurred, darkened or
 corrupted) or `truncate` (a long answer cut mid-sentence). Returns {record id: kind}.
+
+These are the kinds the default operators were built against. `inject_teacher_noise` (re-exported
+here from `allava.quality.teacher_noise`) makes the mistakes real teachers make instead.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import random
 import shutil
 from pathlib import Path
 from typing import Any
+
+from allava.quality.teacher_noise import TEACHER_KINDS, inject_teacher_noise  # noqa: F401 - re-exported
 
 KINDS = ("swap", "garble", "duplicate", "unreadable", "truncate")
 
@@ -63,10 +68,15 @@ def inject_noise(records: list[dict[str, Any]], image_folder: str | Path, rate: 
             donor = out[rng.choice([j for j in long_ones if out[j].get("image") != rec.get("image")])]
             _gpt(rec)[-1]["value"] = _gpt(donor)[-1]["value"]
         elif kind == "garble":
+            before = [t["value"] for t in _gpt(rec)]
             for t in _gpt(rec):
                 chars = list(t["value"])
                 rng.shuffle(chars)
                 t["value"] = "".join(chars)
+            if [t["value"] for t in _gpt(rec)] == before:  # "1", "red" -> "red": nothing changed, no noise
+                for t, v in zip(_gpt(rec), before):
+                    t["value"] = v
+                continue
         elif kind == "truncate":
             t = max(_gpt(rec), key=lambda t: len(t["value"]))
             words = t["value"].split()

@@ -107,6 +107,11 @@ def paraphrase_answer(scene: Scene, question: str) -> str | None:
     return next(iter(answers)) if answers and len(answers) == 1 else None
 
 
+_DIRS = {"to the left of": (0, -1), "to the right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
+_NP_PARTS = rf"(?:(small|large) )?(?:({'|'.join(COLORS)}) )?({_FORMS})"
+_REL = re.compile(rf"\b(?:directly|immediately|just) (to the left of|to the right of|above|below) the {_NP_PARTS}\b")
+# a singular definite referent not narrowed by a position or relation right after it
+_THE = re.compile(rf"\bthe {_NP_PARTS}\b( (?:in|at|on|to|directly|immediately|just|above|below)\b)?")
 ONLY_SOME = {"abnormal": "nothing out of place", "odd": "no odd one out", "ocr": "no word"}
 
 
@@ -121,11 +126,45 @@ def _unanswerable(scene: Scene, question: str) -> list[str]:
         bad.append(f"the question asks about {it}; the scene has {ONLY_SOME[it]}")
     if words & {"largest", "smallest"} and not any(words & k[1] & {"largest", "smallest"} for k in keys):
         bad.append("the question asks about the one largest / smallest shape; the scene has none")
+    low = " ".join(_norm(question).split())
     taken = {o.position for o in scene.objects}
-    for m in re.finditer(_POS, " ".join(_norm(question).split())):
+    for m in re.finditer(_POS, low):
         if _WHERE[m.group(1)] not in taken:
             bad.append(f"the question asks about {m.group(1)}; nothing is there")
+    if ("sky" in words or "ground" in words) and scene.background == "plain":
+        bad.append("the question asks about the sky or the ground; the scene has a plain background")
+    for m in _REL.finditer(low):
+        anchors = _fitting(scene, *m.group(2, 3, 4))
+        if len(anchors) == 1:
+            dr, dc = _DIRS[m.group(1)]
+            nb = scene.at(anchors[0].cell[0] + dr, anchors[0].cell[1] + dc)
+            if nb is None or nb.category != "shape":
+                bad.append(f"the question asks about the shape {m.group(1)} the {m.group(4)}; there is none")
+    for m in _THE.finditer(low):
+        size, colour, name, after = m.groups()
+        if name in _NAMES and not (after or "").strip() and len(_fitting(scene, size, colour, name)) > 1:
+            bad.append(f"the question asks about the one {' '.join(w for w in (size, colour, name) if w)}; "
+                       "the scene has several")
     return bad
+
+
+def _fitting(scene: Scene, size: str | None, colour: str | None, name: str) -> list:
+    name = _NAME_FORMS.get(name, name)
+    return [o for o in scene.items if o.name == name and (colour is None or o.color == colour)
+            and (size is None or o.size == size)]
+
+
+def item_answer(scene: Scene, question: str) -> str | None:
+    """What a reworded "what object is <position / in the sky>?" asks: the name of the one item there."""
+    it, words = question_key(question)
+    if it != "object":
+        return None
+    low = " ".join(_norm(question).split())
+    here = [o for o in scene.items if any(_WHERE[m.group(1)] == o.position for m in re.finditer(_POS, low))]
+    if not here and ("sky" in words or "ground" in words) and scene.background != "plain":
+        region = "sky" if "sky" in words else "ground"
+        here = [o for o in scene.things if o.region == region]
+    return here[0].name if len(here) == 1 else None
 
 
 def premise_problems(scene: Scene, question: str, answer: str) -> list[str]:
@@ -136,7 +175,7 @@ def premise_problems(scene: Scene, question: str, answer: str) -> list[str]:
     bad = false_premises(scene, question)
     if lookup(scene, question) is None:
         bad += _unanswerable(scene, question)
-        expected, given = paraphrase_answer(scene, question), short_answer(answer)
+        expected, given = paraphrase_answer(scene, question) or item_answer(scene, question), short_answer(answer)
         if expected is not None and given is not None and _canon(given) != _canon(expected):
             bad.append(f"answers {given!r} to a reworded question; the scene says {expected!r}")
     return bad

@@ -225,7 +225,13 @@ def _fits(kind: str, rec: dict[str, Any]) -> bool:
         return is_long(rec) and bool(REASONING.search(_question(rec)))
     if kind in ("echo", "repeat"):
         return is_long(rec)
-    return bool(_gpt(rec))
+    if not _gpt(rec):
+        return False
+    if kind == "wrong_count":
+        return bool(_NUMBER.search(_gpt(rec)[-1]["value"]))
+    if kind == "hallucinate":
+        return bool(_COLOUR.search(_gpt(rec)[-1]["value"]) or _NAME.search(_gpt(rec)[-1]["value"]))
+    return True
 
 
 def inject_teacher_noise(records: list[dict[str, Any]], image_folder: str | Path, rate: float = 0.2, seed: int = 0,

@@ -1,10 +1,14 @@
 """The VLIT review's Table 2 at quickstart scale: does quality control pay for itself?
 
-Bad records replace a share of the stage-2 image data (answers swapped between images, garbled
-text, duplicated and unreadable images, truncated answers: `allava.quality.noise`), `allava qc`
-cleans the noisy data with `configs/qc/default.yaml` (its model-based ops get this run's own LM
-and CLIP), and stage 2 is trained on the noisy and on the QC'd data from the default run's stage-1
-model. Clean (the default run) vs noisy vs QC'd, with paired tests.
+Bad records replace a share of the stage-2 image data: half of them the original injector's kinds
+(answers swapped between images, garbled text, duplicated and unreadable images, truncated answers:
+`allava.quality.noise`), half the mistakes real teachers make (hallucinations, wrong counts,
+paraphrases of another image's record, refusals, other languages, terse answers, damaged images:
+`allava.quality.teacher_noise`). `allava qc` cleans the noisy data's distinct samples with
+`configs/qc/default.yaml` (its model-based ops get this run's own LM and CLIP; the balanced short
+VQA's deliberate repeats follow their sample's verdict), and stage 2 is trained on the noisy and on
+the QC'd data from the default run's stage-1 model. Clean (the default run) vs noisy vs QC'd, with
+paired tests.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from allava.config import ConfigError, load_yaml
 from allava.data.dataset import DataSource
 from allava.studies import pipeline
 from allava.studies.config import QuickstartConfig
+from allava.quality.measure import kind_table
 from allava.studies.report import ability_table, compare, interval, strip_ids
 from allava.studies.study import Study
 
@@ -55,43 +60,90 @@ def _noisy_path(folder: Path, i: int, source: DataSource) -> Path:
     return folder / "noisy" / f"{i}-{Path(source.path).name}"
 
 
-def _inject_phase(out: Path, cfg: QuickstartConfig, folder: Path, rate: float) -> dict:
+GENERATOR = "injector+teacher"  # half the noise from each generator (allava.quality.noise, .teacher_noise)
+
+
+def _inject(records: list[dict], image_folder: str | Path, rate: float, seed: int) -> tuple[list[dict], dict[str, str]]:
+    """`rate` of the records replaced: half by teacher-style mistakes, half by the original injector's kinds."""
     from allava.quality.noise import inject_noise
+    from allava.quality.teacher_noise import inject_teacher_noise
+
+    noisy, injected = inject_teacher_noise(records, image_folder, rate / 2, seed)
+    rest = [r for r in noisy if r["id"] not in injected]
+    more_rows, more = inject_noise(rest, image_folder, rate / 2 * len(noisy) / max(1, len(rest)), seed + 7919)
+    by_id = {r["id"]: r for r in more_rows}
+    return [by_id.get(r["id"], r) for r in noisy], {**injected, **more}
+
+
+def _inject_phase(out: Path, cfg: QuickstartConfig, folder: Path, rate: float) -> dict:
     from allava.scenes.world import read_jsonl
 
     injected: dict[str, str] = {}
     records = 0
     for i, source in enumerate(_image_sources(out, cfg)):
-        noisy, picked = inject_noise(read_jsonl(source.path), source.image_folder, rate=rate, seed=cfg.world.seed + i)
+        noisy, picked = _inject(read_jsonl(source.path), source.image_folder, rate, cfg.world.seed + i)
         path = _noisy_path(folder, i, source)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in noisy))
         injected.update(picked)
         records += len(noisy)
     (folder / "injected.json").write_text(json.dumps(injected, indent=1))
-    return {"rate": rate, "records": records, "injected": len(injected), "per_kind": dict(Counter(injected.values()))}
+    return {"rate": rate, "generator": GENERATOR, "records": records, "injected": len(injected),
+            "per_kind": dict(Counter(injected.values()))}
+
+
+def _sample_key(r: dict) -> str:
+    return json.dumps([r.get("image"), r.get("conversations")], sort_keys=True)
+
+
+def _qc_distinct(noisy: Path, qc, out_dir: Path, image_folder: str | Path):
+    """QC the distinct samples of `noisy`; repeats follow their first copy's verdict.
+
+    The quickstart's balanced short VQA repeats identical records on purpose (one ability's records
+    are re-drawn until every ability has as many): the repeats are the sampler's weights, not
+    duplicates a crawler made, and `text_dedup` removed ~2,700 of them as duplicates, which
+    unbalanced the abilities of the QC'd arm. QC judges each sample once; its kept.jsonl is then
+    expanded back to every copy (`kept-all.jsonl`, what stage 2 trains on)."""
+    from allava.quality.pipeline import run_qc_pipeline
+    from allava.scenes.world import read_jsonl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = read_jsonl(noisy)
+    seen: set[str] = set()
+    distinct = []
+    for r in rows:
+        key = _sample_key(r)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(r)
+    samples = out_dir / "distinct.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in distinct))
+    run = run_qc_pipeline(samples, qc, out_dir, image_folder=image_folder)
+    kept = {_sample_key(r) for r in read_jsonl(out_dir / "kept.jsonl")}
+    expanded = [r for r in rows if _sample_key(r) in kept]
+    (out_dir / "kept-all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in expanded))
+    return run, rows, expanded
 
 
 def _qc_phase(out: Path, cfg: QuickstartConfig, folder: Path, qc_config: Path) -> dict:
     from allava.quality.config import parse_config
     from allava.quality.noise import score_injection
-    from allava.quality.pipeline import run_qc_pipeline
-    from allava.scenes.world import read_jsonl
-
     qc = parse_config(qc_config_for(out, qc_config), str(qc_config))
     removed: set[str] = set()
     ids: list[str] = []
-    kept = dropped = 0
+    kept = dropped = samples = 0
     seconds = 0.0
     for i, source in enumerate(_image_sources(out, cfg)):
         noisy = _noisy_path(folder, i, source)
-        run = run_qc_pipeline(noisy, qc, folder / "qc" / noisy.stem, image_folder=source.image_folder)
-        removed |= {r["id"] for r in read_jsonl(folder / "qc" / noisy.stem / "removed.jsonl")}
-        ids += run.ids
-        kept, dropped, seconds = kept + run.kept, dropped + run.removed, seconds + run.seconds
+        run, rows, expanded = _qc_distinct(noisy, qc, folder / "qc" / noisy.stem, source.image_folder)
+        survivors = {r["id"] for r in expanded}
+        removed |= {r["id"] for r in rows if r["id"] not in survivors}
+        ids += [r["id"] for r in rows]
+        samples += len(run.ids)
+        kept, dropped, seconds = kept + len(expanded), dropped + len(rows) - len(expanded), seconds + run.seconds
     injected = json.loads((folder / "injected.json").read_text())
-    return {"config": str(qc_config), "kept": kept, "removed": dropped, "qc_seconds": seconds,
-            **score_injection(removed, ids, injected)}
+    return {"config": str(qc_config), "kept": kept, "removed": dropped, "distinct_samples": samples,
+            "qc_seconds": seconds, **score_injection(removed, ids, injected)}
 
 
 def _data(out: Path, cfg: QuickstartConfig, folder: Path, variant: str) -> list[DataSource]:
@@ -99,7 +151,7 @@ def _data(out: Path, cfg: QuickstartConfig, folder: Path, variant: str) -> list[
     replaced = {}
     for i, source in enumerate(_image_sources(out, cfg)):
         noisy = _noisy_path(folder, i, source)
-        path = noisy if variant == "noisy" else folder / "qc" / noisy.stem / "kept.jsonl"
+        path = noisy if variant == "noisy" else folder / "qc" / noisy.stem / "kept-all.jsonl"
         replaced[source.path] = replace(source, path=str(path))
     return [replaced.get(d.path, d) for d in pipeline.stage_configs(out, cfg)["stage2"].data]
 
@@ -110,8 +162,12 @@ def _body(inj: dict, qc: dict, evals: dict[str, dict]) -> list[str]:
              "", "## What QC removed", "",
              f"QC (`{qc['config']}`) kept {qc['kept']} and removed {qc['removed']} records in "
              f"{qc['qc_seconds']:.0f} s: **{qc['injected_removed']:.1%} of the injected** and "
-             f"**{qc['clean_removed']:.1%} of the clean** records.", "", "| injected kind | removed |", "|---|---|"]
-    lines += [f"| {k} | {v:.1%} |" for k, v in qc["per_kind"].items()]
+             f"**{qc['clean_removed']:.1%} of the clean** records. QC judged the "
+             f"{qc.get('distinct_samples', qc['kept'] + qc['removed'])} distinct samples; the balanced short VQA's "
+             "deliberate repeats of one sample follow its verdict (they are the sampler's weights, not duplicates).",
+             "", "Half the noise is the original injector's kinds (swap, garble, duplicate, unreadable, truncate), "
+             "half the mistakes real teachers make (`allava.quality.teacher_noise`):", ""]
+    lines += kind_table(qc, inj["per_kind"])
     lines += ["", "## Held-out accuracy: clean vs noisy vs QC'd stage-2 data", "",
               "All three stage-2 runs start from the default run's stage-1 model.", "",
               "| stage-2 data | overall | 95% interval (binomial) |", "|---|---|---|"]
@@ -136,6 +192,9 @@ def run_noise_study(out: str | Path, cfg: QuickstartConfig, rate: float = DEFAUL
     if done and abs(done["rate"] - rate) > 1e-9:
         raise ConfigError(f"{folder} holds a noise study at --inject-noise {done['rate']}; "
                           f"use another --out or delete {folder} to study {rate}")
+    if done and done.get("generator") != GENERATOR:
+        raise ConfigError(f"{folder} holds a noise study made by an older noise generator; delete {folder} "
+                          "to rerun it with both generators")
     done = phases.done.get("qc")
     if done and Path(done["config"]) != qc_path:
         raise ConfigError(f"{folder} was QC'd with {done['config']}; use another --out or delete {folder / 'qc'} "
