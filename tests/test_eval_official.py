@@ -554,3 +554,77 @@ def test_mmbench_lmms_eval_convention_column(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.json").write_text(json.dumps({"benchmark": "mmbench", "model": "/m/x", **m}))
     assert "MMBench (lmms-eval)" in cmd_report([tmp_path / "r"], conventions=True)
+
+
+# --- every benchmark the two toolkits cover: their answers score as they are ----------------------
+def lmms_rows(docs_and_answers):
+    """lmms-eval loggers/evaluation_tracker.py: one line per doc (images left out), filtered_resps a list."""
+    return [{"doc_id": i, "doc": d, "target": "", "filtered_resps": [a]} for i, (d, a) in enumerate(docs_and_answers)]
+
+
+def test_lmms_eval_samples_for_pope_textvqa_mmbench_seed_mmvet(tmp_path):
+    """lmms-eval's logged docs as its tasks define them: pope (question_id, category: per-split ids),
+    textvqa_val (question_id), mmbench_en_dev (index, rotated copies at index + k * 1e6), seedbench
+    (question_id), mmvet (question_id v1_<n>); each maps onto our question ids."""
+    from allava.evaluate.answers import read_answers
+    from tests.test_eval_benchmarks import mmbench_tsv
+
+    def matched(name, data, docs):
+        bench = get_benchmark(name)
+        samples = bench.load(data)
+        rows, fmt = read_answers(jsonl(tmp_path / f"samples_{name}.jsonl", lmms_rows(docs)))
+        assert fmt == "lmms-eval"
+        return bench.match(samples, rows)
+
+    pope = pope_fixture(tmp_path / "pope", with_llava_questions=False)
+    assert matched("pope", pope, [({"question_id": "2", "category": "random", "question": "Is there a dog?"}, "No")]) \
+        == {"random/2": "No"}
+    (tmp_path / "tv").mkdir()
+    (tmp_path / "tv" / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [
+        {"question_id": 7, "question": "what brand?", "image_id": "im1", "answers": ["kodak"] * 10}]}))
+    assert matched("textvqa-noocr", tmp_path / "tv", [({"question_id": 7, "question": "what brand?"}, "kodak")]) \
+        == {"7": "kodak"}
+    tsv = mmbench_tsv(tmp_path / "MMBench_DEV_EN.tsv")
+    assert matched("mmbench", tsv, [({"index": 1000000, "question": "What colour?"}, "D")]) == {"1000000": "D"}
+    png(tmp_path / "seed" / "SEED-Bench-image" / "a.jpg")
+    (tmp_path / "seed" / "SEED-Bench.json").write_text(json.dumps({"question_type": {"x": 1}, "questions": [
+        {"question_id": "101", "question": "Which?", "choice_a": "cat", "choice_b": "dog", "choice_c": "cow",
+         "choice_d": "hen", "answer": "B", "data_id": "a.jpg", "data_type": "image", "question_type_id": 1}]}))
+    assert matched("seed", tmp_path / "seed", [({"question_id": "101", "question": "Which?"}, "B")]) == {"101": "B"}
+    (tmp_path / "mv").mkdir()
+    (tmp_path / "mv" / "mm-vet.json").write_text(json.dumps({
+        "v1_0": {"imagename": "v1_0.png", "capability": ["ocr"], "question": "x?", "answer": "3"}}))
+    assert matched("mm-vet", tmp_path / "mv", [({"question_id": "v1_0", "question": "x?"}, "3")]) == {"v1_0": "3"}
+
+
+def test_vlmevalkit_predictions_for_mme_seed_mmvet(tmp_path):
+    """VLMEvalKit prediction TSVs: MME (category + image_path, two rows an image), SEEDBench_IMG (index a
+    row counter here, so matched by question and options, never by index), MMVet (index n = v1_<n>)."""
+    from allava.evaluate.answers import read_answers
+
+    png(tmp_path / "mme" / "color" / "x.jpg")
+    (tmp_path / "mme" / "color" / "x.txt").write_text("Is it red? Please answer yes or no.\tYes\n"
+                                                      "Is it blue? Please answer yes or no.\tNo\n")
+    (tmp_path / "MME.tsv").write_text("index\tquestion\tanswer\tcategory\timage_path\tprediction\n"
+                                      "0\tIs it red? Please answer yes or no.\tYes\tcolor\tcolor/x.jpg\tYes\n"
+                                      "1\tIs it blue? Please answer yes or no.\tNo\tcolor\tcolor/x.jpg\tYes\n")
+    mme = get_benchmark("mme")
+    got = mme.match(mme.load(tmp_path / "mme"), read_answers(tmp_path / "MME.tsv")[0])
+    assert got == {"color/x.jpg/0": "Yes", "color/x.jpg/1": "Yes"}
+
+    png(tmp_path / "seed" / "SEED-Bench-image" / "a.jpg")
+    q = {"choice_a": "cat", "choice_b": "dog", "choice_c": "cow", "choice_d": "hen", "answer": "B", "data_id": "a.jpg",
+         "data_type": "image", "question_type_id": 1}
+    (tmp_path / "seed" / "SEED-Bench.json").write_text(json.dumps({"question_type": {"x": 1}, "questions": [
+        {**q, "question_id": "0", "question": "Which pet?"}, {**q, "question_id": "1", "question": "Which farm animal?"}]}))
+    (tmp_path / "SEEDBench_IMG.tsv").write_text("index\tquestion\tA\tB\tC\tD\tanswer\tprediction\n"
+                                                "0\tWhich farm animal?\tcat\tdog\tcow\then\tB\tC\n")
+    seed = get_benchmark("seed")
+    assert seed.match(seed.load(tmp_path / "seed"), read_answers(tmp_path / "SEEDBench_IMG.tsv")[0]) == {"1": "C"}
+
+    (tmp_path / "mv").mkdir()
+    (tmp_path / "mv" / "mm-vet.json").write_text(json.dumps({
+        "v1_0": {"imagename": "v1_0.png", "capability": ["ocr"], "question": "x?", "answer": "3"}}))
+    (tmp_path / "MMVet.tsv").write_text("index\tquestion\tanswer\tcategory\tprediction\n0\tx?\t3\tocr\t3\n")
+    mv = get_benchmark("mm-vet")
+    assert mv.match(mv.load(tmp_path / "mv"), read_answers(tmp_path / "MMVet.tsv")[0]) == {"v1_0": "3"}

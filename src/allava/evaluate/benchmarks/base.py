@@ -62,12 +62,12 @@ class Benchmark(ABC):
         any id-like field of its row) exactly, then a LLaVA answer's id through LLaVA's question file
         when that was --data; benchmarks whose tools number questions differently (POPE, MME,
         TextVQA) override it."""
-        ids = {s.question_id for s in samples}
+        by_id = {s.question_id: s for s in samples}
         llava = getattr(self, "llava_ids", {})  # set when --data is LLaVA's question file
         out: dict[str, str] = {}
         for a in answers:
             for cand in [a.qid, *(a.fields.get(k) for k in ("question_id", "id", "index", "questionId", "pid"))]:
-                if cand is not None and str(cand) in ids:
+                if cand is not None and str(cand) in by_id and _same_question(a.fields, by_id[str(cand)]):
                     out[str(cand)] = a.text
                     break
             else:
@@ -108,6 +108,14 @@ class Benchmark(ABC):
 
     def missing(self, what: str | Path) -> BenchmarkError:
         return BenchmarkError(f"{self.name}: {what} not found; --data must be {self.data_help}")
+
+
+def _same_question(fields: dict[str, Any], sample: Sample) -> bool:
+    """False only for a VLMEvalKit row (it has ``prediction``) whose question differs from the sample's:
+    its ``index`` is often a row counter, which would otherwise score the answer against another question."""
+    if "prediction" not in fields or blank(fields.get("question")) or sample.meta.get("question") is None:
+        return True
+    return question_key(fields["question"]) == question_key(sample.meta["question"])
 
 
 def pct(x: float) -> float:

@@ -10,8 +10,10 @@ from allava.evaluate.benchmarks.base import (
     LETTER_ANSWER,
     Benchmark,
     Sample,
+    choice_key,
     choices_block,
     first_existing,
+    match_by_choice_key,
     need,
     only_answered,
     pct,
@@ -62,9 +64,15 @@ class SeedBench(Benchmark):
                 raise self.missing(img)
             samples.append(Sample(str(q["question_id"]), f"{q['question']}\n{choices_block(opts)}\n{LETTER_ANSWER}",
                                   img, q["answer"].strip(),
-                                  {"options": dict(zip("ABCD", opts)),
+                                  {"options": dict(zip("ABCD", opts)), "question": q["question"],
                                    "dimension": names.get(q.get("question_type_id"), str(q.get("question_type_id")))}))
         return samples
+
+    def match(self, samples, answers):
+        """LLaVA's and lmms-eval's answers keep SEED's question_id; a VLMEvalKit SEEDBench_IMG row whose
+        index is not one is matched by question and options."""
+        return match_by_choice_key(samples, answers, super().match(samples, answers),
+                                   lambda s: choice_key(s.meta["question"], None, list(s.meta["options"].values())))
 
     def score(self, samples, answers, judge=None):
         samples, n_missing = only_answered(samples, answers)
