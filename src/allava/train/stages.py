@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -60,7 +61,8 @@ class StageConfig:
     report_to: str = "none"  # none | tensorboard | wandb (the Trainer's integrations; logs under <stage>/runs)
     logging_steps: int = 10
     dataloader_workers: int = 0
-    deepspeed: str | None = None
+    deepspeed: str | None = None  # a DeepSpeed JSON: configs/deepspeed/zero2.json, zero3.json
+    fsdp: str | None = None  # an FSDP JSON (transformers' fsdp_config): configs/fsdp/full_shard.json
     seed: int = 42
     # auto: train from cached vision features when the tower is frozen and preprocessing deterministic
     feature_cache: str | bool = "auto"  # auto | on | off
@@ -105,6 +107,7 @@ class StageResult:
     samples_per_s: float = 0.0
     feature_cache: dict = field(default_factory=dict)  # used, reason, hits, computed, bytes_on_disk, compute_s
     tokens: int = 0  # non-padding input tokens trained on, all processes and resumes together
+    parallel: dict = field(default_factory=dict)  # engine, processes, per_device, accumulation, global_batch
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainRecipe:
@@ -145,8 +148,9 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
                                   model.config.image_seq_length, cfg.model_max_length)
     dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
                                   images_only="language_model" not in cfg.train)
-    bf16 = use_bf16(cfg.bf16)
-    args = training_args(cfg, out_dir, bf16, progress)
+    # DeepSpeed on CPU runs without use_cpu, where transformers refuses bf16: auto means fp32 there
+    bf16 = use_bf16(cfg.bf16) and not (cfg.bf16 == "auto" and cfg.deepspeed and not torch.cuda.is_available())
+    args = training_args(cfg, out_dir, bf16, progress, model)
     use_cache, why = feature_cache.decide(cfg.feature_cache, cfg.train, processor.image_processor,
                                           model.model.vision_tower, cfg.deepspeed)
     cache = feature_cache.CacheStats(used=False, reason=why)
@@ -189,13 +193,18 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         name=name, model_dir=str(final), steps=state.global_step,
         wall_s=time.perf_counter() - t0, tokens_per_s=state.num_input_tokens_seen / max(train_s, 1e-9),
         losses=[(h["step"], h["loss"]) for h in state.log_history if "loss" in h],
-        trainable=trainable, train_s=train_s, tokens=state.num_input_tokens_seen,
+        trainable=trainable, train_s=train_s, tokens=state.num_input_tokens_seen, parallel=parallel(trainer),
         samples_per_s=state.global_step * global_batch(args) / max(train_s, 1e-9), feature_cache=cache.to_dict(),
         data={"records": report.total, "used": report.used, "examples_in_mix": len(dataset),
               "skipped": report.skipped, "skipped_examples": report.examples},
     )
+    # sharded weights (FSDP, ZeRO-3) are gathered by every process, written by the first
+    weights = (trainer.accelerator.get_state_dict(trainer.model_wrapped)
+               if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled else None)
     if trainer.is_world_process_zero():
         save_checkpoint(model, processor, recipe, final)
+        if weights is not None:  # the model's own tensors are shards here: write the gathered ones over them
+            model.save_pretrained(final, state_dict=weights)
         summary_path.write_text(json.dumps(asdict(result), indent=2))
         if not cfg.keep_last_checkpoint:  # final/ and summary.json are written: the stage is done
             for ckpt in out_dir.glob("checkpoint-*"):
@@ -204,12 +213,21 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     return result
 
 
+def parallel(trainer) -> dict:
+    """How the stage was spread (recorded in the summary)."""
+    args = trainer.args
+    engine = ("fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled
+              else "ddp" if args.world_size > 1 else "dataparallel" if args.n_gpu > 1 else "single")
+    return {"engine": engine, "processes": args.world_size, "per_device": args.per_device_train_batch_size,
+            "accumulation": args.gradient_accumulation_steps, "global_batch": global_batch(args)}
+
+
 def global_batch(args: TrainingArguments) -> int:
     """Samples per optimizer step over all processes (``train_batch_size`` counts DataParallel GPUs)."""
     return args.train_batch_size * args.world_size * args.gradient_accumulation_steps
 
 
-def training_args(cfg: StageConfig, out_dir: Path, bf16: bool, progress: bool) -> TrainingArguments:
+def training_args(cfg: StageConfig, out_dir: Path, bf16: bool, progress: bool, model=None) -> TrainingArguments:
     """The stage's TrainingArguments, gradient accumulation from the real world size (the
     processes ``torchrun`` / ``accelerate launch`` started, x GPUs under DataParallel), so one
     recipe trains at the same global batch on 1, 2 or 8 processes."""
@@ -224,7 +242,8 @@ def training_args(cfg: StageConfig, out_dir: Path, bf16: bool, progress: bool) -
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=cfg.weight_decay,
         bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
+        # bf16 autocast on CPU needs it said explicitly; DeepSpeed then runs on its CPU accelerator
+        use_cpu=not torch.cuda.is_available() and not cfg.deepspeed,
         activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         save_strategy="steps",
@@ -237,17 +256,52 @@ def training_args(cfg: StageConfig, out_dir: Path, bf16: bool, progress: bool) -
         remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers,
         deepspeed=cfg.deepspeed,
+        fsdp=bool(cfg.fsdp) or None,
+        fsdp_config=fsdp_config(cfg.fsdp, model) if cfg.fsdp else None,
+        # a text-only batch leaves the projector without gradient on every process (DDP must know)
+        ddp_find_unused_parameters=True,
         seed=cfg.seed,
         disable_tqdm=not progress,
     )
     args = TrainingArguments(**kwargs)
+    if not torch.cuda.is_available():  # what accelerate would otherwise quietly turn into plain DDP
+        if cfg.fsdp:
+            raise ConfigError(f"fsdp: {cfg.fsdp} needs GPUs (accelerate enables FSDP only on accelerators); "
+                              "on CPU remove the key and launch several processes for DDP")
+        if cfg.deepspeed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(f"deepspeed: {cfg.deepspeed} on CPU runs in one process only (the Trainer reads a "
+                              "world size of 1 there); use GPUs, one process, or DDP without the key")
     per_step = args.train_batch_size * args.world_size
     if cfg.global_batch_size % per_step:
         raise ConfigError(f"global_batch_size: {cfg.global_batch_size} is not a multiple of per_device_batch_size "
                           f"{cfg.per_device_batch_size} x {per_step // cfg.per_device_batch_size} device(s); "
                           f"set a multiple of {per_step}")
-    accumulation = cfg.global_batch_size // per_step
-    return args if accumulation == 1 else TrainingArguments(**kwargs, gradient_accumulation_steps=accumulation)
+    args.gradient_accumulation_steps = cfg.global_batch_size // per_step
+    if args.deepspeed:  # its "auto" values were filled with accumulation 1: fill them again, as __post_init__ does
+        from accelerate.utils import DeepSpeedPlugin
+        from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+        args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(args.deepspeed)
+        args.hf_deepspeed_config.trainer_config_process(args)
+        args.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=args.hf_deepspeed_config)
+    if args.fsdp_plugin_args is not None and not args.fsdp_config.get("shard_vision_tower", False):
+        args.fsdp_plugin_args["ignored_modules"] = "model.vision_tower"  # frozen: a full copy on every process
+    return args
+
+
+def fsdp_config(path: str, model) -> dict:
+    """The recipe's FSDP JSON, with the LM's decoder layer as the wrap unit unless it names one
+    (and the tower's encoder layer too when ``shard_vision_tower`` is set)."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"fsdp: cannot read {path} ({e})") from None
+    if model is not None and not config.get("transformer_layer_cls_to_wrap"):
+        units = [type(model.model.language_model.layers[0]).__name__]
+        if config.get("shard_vision_tower"):
+            units += sorted({type(m).__name__ for m in model.model.vision_tower.modules() if m.__class__.__name__.endswith("EncoderLayer")})
+        config["transformer_layer_cls_to_wrap"] = units
+    return config
 
 
 def run_recipe(recipe: TrainRecipe, progress: bool = True,
