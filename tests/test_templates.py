@@ -19,8 +19,8 @@ from allava.data.tokenize import IGNORE_INDEX, ConversationEncoder, EncodeError,
 
 from tokenizer_builders import build
 
-FAMILIES = ("phi2", "qwen2", "llama_legacy", "llama", "gemma")
-HAS_CHAT_TEMPLATE = ("qwen2", "gemma")
+FAMILIES = ("phi2", "qwen2", "llama_legacy", "llama", "gemma", "phi3", "llama3")
+HAS_CHAT_TEMPLATE = ("qwen2", "gemma", "phi3", "llama3")
 
 CONV = [
     {"from": "human", "value": "<image>\nWhat colour is the circle?"},
@@ -114,8 +114,7 @@ def test_input_ids_are_the_whole_prompt_tokenized_and_labels_are_answer_plus_sto
             spans = trained_spans(out.input_ids, out.labels)
             answers = [t["value"] for t in conv if t["from"] == "gpt"]
             assert len(spans) == len(answers), (name_f, name, conv)
-            stop = "<end_of_turn>" if name == "chat_template" and name_f == "gemma" else (
-                "<|im_end|>" if name == "chat_template" else stop_text(tok, name))
+            stop = stop_text(tok, name)  # chat templates: the end-of-turn token, which is the eos
             for span, answer in zip(spans, answers):
                 decoded = tok.decode(span)
                 # only a word-boundary space (merged into the answer's first token) may open the span

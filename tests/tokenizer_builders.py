@@ -89,12 +89,48 @@ def sentencepiece(kind: str = "llama_legacy", vocab_size: int = 600) -> PreTrain
     return hf
 
 
+PHI3 = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+          "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+def phi3() -> PreTrainedTokenizerFast:
+    """Phi-3: Llama's SentencePiece (legacy) with <|user|> / <|assistant|> / <|end|> turns."""
+    hf = sentencepiece("llama_legacy")
+    hf.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]})
+    hf.eos_token = "<|end|>"
+    hf.chat_template = PHI3
+    return hf
+
+
+def llama3() -> PreTrainedTokenizerFast:
+    """Llama-3: byte-level BPE (tiktoken-style regex), <|begin_of_text|> added, header/eot turns."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    _train(tok, specials, 600, pre_tokenizers.ByteLevel.alphabet())
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                 clean_up_tokenization_spaces=False)
+    hf.chat_template = LLAMA3
+    return hf
+
+
 FAMILIES = {
     "phi2": lambda: byte_level("phi2"),
     "qwen2": lambda: byte_level("qwen2"),
     "llama_legacy": lambda: sentencepiece("llama_legacy"),
     "llama": lambda: sentencepiece("llama"),
     "gemma": lambda: sentencepiece("gemma"),
+    "phi3": phi3,
+    "llama3": llama3,
+    "stablelm2": lambda: byte_level("phi2"),  # Arcade100k: byte-level BPE, <|endoftext|>, nothing added
 }
 
 

@@ -200,6 +200,8 @@ class ChatTemplate:
     def jinja(tokenizer: PreTrainedTokenizerBase) -> str:
         """The tokenizer's template behind a header that turns OpenAI-style content parts into our
         data's text (``<image>\\n`` per image, then the text), so it takes both message shapes."""
+        if tokenizer.chat_template.startswith(_CONTENT_TEXT):  # a checkpoint's tokenizer: already wrapped
+            return tokenizer.chat_template
         return (
             _CONTENT_TEXT
             + "{% set ns = namespace(messages=[]) %}{% for message in messages %}"
@@ -211,6 +213,14 @@ class ChatTemplate:
 
 
 TEMPLATES["chat_template"] = ChatTemplate()  # type: ignore[assignment]
+
+
+def resolve_template(name: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """``auto``: the tokenizer's own chat template where it has one (instruct LMs), else
+    ``human_assistant`` (base LMs); any other name as given."""
+    if name != "auto":
+        return name
+    return "chat_template" if getattr(tokenizer, "chat_template", None) else "human_assistant"
 
 
 def get_template(name: str):

@@ -27,7 +27,7 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from allava.config import ConfigError
-from allava.data.templates import get_template
+from allava.data.templates import get_template, resolve_template
 from allava.data.tokenize import chat_template_for
 
 RECIPE_FILE = "allava_recipe.json"
@@ -57,7 +57,7 @@ class ModelSpec:
             raise ValueError(f"vision_feature_select_strategy: {self.vision_feature_select_strategy!r}; "
                              "choose default (drop CLS) or full")
         try:
-            get_template(self.template)
+            get_template(self.template) if self.template != "auto" else None
         except ValueError as e:
             raise ValueError(f"template: {e}") from None
         check_model_path(self.vision_tower, "vision_tower")
@@ -87,11 +87,16 @@ class Recipe:
 
 
 def _load_vision_tower(name: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The vision half as the class LlavaModel rebuilds from its config (CLIPVisionModel,
+    SiglipVisionModel, ...), so a saved checkpoint's tower keys load back as they were trained."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
     config = AutoConfig.from_pretrained(name)
     if config.model_type == "clip":  # a full CLIP checkpoint, like openai/clip-vit-large-patch14-336
         return CLIPVisionModel.from_pretrained(name, dtype=dtype)
-    if getattr(config, "vision_config", None) is not None:  # other dual encoders (SigLIP, ...)
-        return AutoModel.from_pretrained(name, dtype=dtype).vision_model
+    vision_config = getattr(config, "vision_config", None)
+    if vision_config is not None and type(vision_config) in MODEL_MAPPING:  # SigLIP / SigLIP2 dual encoders
+        return MODEL_MAPPING[type(vision_config)].from_pretrained(name, dtype=dtype)
     return AutoModel.from_pretrained(name, dtype=dtype)
 
 
@@ -159,13 +164,16 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
+    if spec.vision_feature_select_strategy == "default" and not num_additional_image_tokens(vision):
+        raise ConfigError(f"model.vision_feature_select_strategy: default drops the CLS token, but "
+                          f"{vision.config.model_type} has none (every token is a patch); use full")
     image_processor = AutoImageProcessor.from_pretrained(spec.vision_tower)
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision.config.patch_size,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
-        chat_template=chat_template_for(spec.template, tokenizer),
+        chat_template=chat_template_for(resolve_template(spec.template, tokenizer), tokenizer),
         num_additional_image_tokens=num_additional_image_tokens(vision),
     )
     return model, processor
@@ -174,6 +182,9 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
 def use_template(processor, recipe: Recipe, name: str) -> None:
     """Train with template `name` from here on: the recipe records it and the processor's saved
     ``chat_template`` renders it, so the checkpoint serves with the format it was last trained on."""
+    if name == "auto" and recipe.spec.template != "auto":  # resolved when the model was built: a checkpoint's
+        name = recipe.spec.template                        # tokenizer carries our chat template, not its own
+    name = resolve_template(name, processor.tokenizer)
     recipe.spec = replace(recipe.spec, template=name)  # a copy: the run's own ModelSpec stays as written
     processor.chat_template = chat_template_for(name, processor.tokenizer)
 
@@ -221,5 +232,5 @@ def load_checkpoint(path: str | Path, dtype: str | None = None):
         raise hub_error(name, "--model", e) from None
     processor.tokenizer.padding_side = "left"
     recipe = Recipe.load(path) if path.exists() else None
-    template = recipe.spec.template if recipe else "vicuna_v1"
+    template = resolve_template(recipe.spec.template, processor.tokenizer) if recipe else "vicuna_v1"
     return model, processor, template
