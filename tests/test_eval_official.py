@@ -628,3 +628,57 @@ def test_vlmevalkit_predictions_for_mme_seed_mmvet(tmp_path):
     (tmp_path / "MMVet.tsv").write_text("index\tquestion\tanswer\tcategory\tprediction\n0\tx?\t3\tocr\t3\n")
     mv = get_benchmark("mm-vet")
     assert mv.match(mv.load(tmp_path / "mv"), read_answers(tmp_path / "MMVet.tsv")[0]) == {"v1_0": "3"}
+
+
+# --- VQAv2 (scripts/v1_5/eval/vqav2.sh) ------------------------------------------------------------
+def vqav2_fixture(root, answers_by_q):
+    root.mkdir(parents=True, exist_ok=True)
+    qs = [{"image_id": 1, "question": q, "question_id": 1000 + i} for i, q in enumerate(answers_by_q)]
+    (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps(
+        {"data_subtype": "val2014", "questions": qs}))
+    (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps({"annotations": [
+        {"question_id": 1000 + i, "image_id": 1, "answer_type": t,
+         "answers": [{"answer": a, "answer_id": j + 1} for j, a in enumerate(ans)]}
+        for i, (q, (t, ans)) in enumerate(answers_by_q.items())]}))
+    return root
+
+
+def test_vqav2_official_accuracy_and_llava_question_file(tmp_path, capsys):
+    """VQA challenge vqaEval.py VQAEval.evaluate on answers put through m4c_evaluator.py's
+    EvalAIAnswerProcessor (LLaVA convert_vqav2_for_submission.py). Q1: 10 x 'yes', answer 'Yes.' -> 1.
+    Q2: 4 x '2', 6 x '3', answer 'two' -> '2': 4 leave-one-out sets drop a '2' (3 others agree: 1),
+    6 keep all four (1) -> 1.0. Q3: 2 x 'red', 8 x 'blue', answer 'red': sets dropping a 'red' see 1 (1/3),
+    the 8 others see 2 (2/3) -> (2/3 + 16/3) / 10 = 0.6. Mean (1 + 1 + 0.6) / 3 = 86.67."""
+    root = vqav2_fixture(tmp_path / "vqav2", {
+        "Is it sunny?": ("yes/no", ["yes"] * 10), "How many?": ("number", ["2"] * 4 + ["3"] * 6),
+        "What colour?": ("other", ["red"] * 2 + ["blue"] * 8)})
+    bench = get_benchmark("vqav2")
+    samples = bench.load(root)
+    assert samples[0].image == root / "COCO_val2014_000000000001.jpg"
+    m = bench.score(samples, {"1000": "Yes.", "1001": "two", "1002": "red"})
+    assert m["accuracy"] == 86.67 and m["per_answer_type"] == {"number": 100.0, "other": 60.0, "yes/no": 100.0}
+    assert bench.score(samples, {"1000": "Yes."})["accuracy"] == 33.33  # missing answers are '' (wrong)
+
+    jsonl(root / "llava_vqav2_mscoco_val2014.jsonl", [
+        {"question_id": 1001, "image": "COCO_val2014_000000000001.jpg", "category": "default",
+         "text": f"How many?\n{SHORT}"}])
+    preds = jsonl(tmp_path / "merge.jsonl", [{"question_id": 1001, "prompt": "p", "text": "Two"}])
+    assert main(["score", "--benchmark", "vqav2", "--data", str(root / "llava_vqav2_mscoco_val2014.jsonl"),
+                 "--predictions", str(preds)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 100.0
+
+
+def test_vqav2_test_dev_question_file_is_answered_not_scored(tmp_path):
+    """LLaVA's llava_vqav2_mscoco_test-dev2015.jsonl with no annotations (test-dev's are not public):
+    questions load with LLaVA's prompts and test2015/ images; the score says why there is none."""
+    jsonl(tmp_path / "llava_vqav2_mscoco_test-dev2015.jsonl", [
+        {"question_id": 262144000, "image": "COCO_test2015_000000262144.jpg", "category": "default",
+         "text": f"Is the ball flying towards the batter?\n{SHORT}"}])
+    bench = get_benchmark("vqav2")
+    samples = bench.load(tmp_path / "llava_vqav2_mscoco_test-dev2015.jsonl")
+    assert [(s.question_id, s.image) for s in samples] == [("262144000", tmp_path / "COCO_test2015_000000262144.jpg")]
+    m = bench.score(samples, {"262144000": "yes"})
+    assert m["headline"] == {} and "convert_vqav2_for_submission.py" in m["note"]
+    from allava.evaluate.cli import headline_line
+
+    assert "vqav2: not scored: no public answers" in headline_line({"benchmark": "vqav2", **m}, tmp_path / "m.json")

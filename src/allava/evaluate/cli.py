@@ -83,6 +83,8 @@ def headline_line(metrics: dict[str, Any], path: Path) -> str:
     or MME's score sum) and the coverage as counts."""
     c = metrics.get("coverage") or {}
     heads = ", ".join(f"{k} {v}" for k, v in metrics["headline"].items())
+    if not heads:  # answered, not scored (VQAv2 test-dev)
+        return f"{metrics['benchmark']}: not scored: {metrics.get('note', 'no gold answers')} -> {path}"
     cov = f" on {c['answered']} of {c['questions']} questions" if c else ""
     sub = f" (--limit: {metrics['limit']['note']})" if metrics.get("limit") else ""
     return f"{metrics['benchmark']}: {heads} (headline as the anchor reports it){cov}{sub} -> {path}"

@@ -88,3 +88,18 @@ def vqa_accuracy(prediction: str, gt_answers: list[str]) -> float:
         return 0.0
     subsets = list(combinations(range(len(gts)), len(gts) - 1)) if len(gts) > 1 else [(0,)]
     return sum(min(1.0, sum(gts[i] == pred for i in sub) / 3) for sub in subsets) / len(subsets)
+
+
+def vqa_official_accuracy(prediction: str, gt_answers: list[str]) -> float:
+    """The VQA challenge's ``vqaEval.py`` (``VQAEval.evaluate``, what EvalAI runs for VQAv2): the
+    prediction gets punctuation and digit/article processing; the 10 ground-truth answers only
+    punctuation processing, and only when they disagree; accuracy = min(#other annotators matching / 3,
+    1) averaged over the leave-one-out sets."""
+    res = prediction.replace("\n", " ").replace("\t", " ").strip()
+    res = _process_digit_article(_process_punctuation(res))
+    gts = [str(a).replace("\n", " ").replace("\t", " ").strip() for a in gt_answers]
+    if not gts:
+        return 0.0
+    if len(set(gts)) > 1:
+        gts = [_process_punctuation(g) for g in gts]
+    return sum(min(1.0, sum(g == res for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
