@@ -1,6 +1,7 @@
 """Concurrent chat requests grouped into batched ``generate`` calls.
 
-A request waits at most the collection window (``--batch-window-ms``) for company, then up to
+A request waits at most the collection window (``--batch-window-ms``) for company -- only while
+requests are arriving close together; a lone client's request starts at once -- then up to
 ``--max-batch-size`` compatible requests (same sampling settings; a seeded sampled request runs
 alone so its seed reproduces) go to one ``generate`` call on the generation thread. Prompts are
 left-padded (`Answerer.batch_inputs`), so a greedy answer is the same batched or alone. Every row
@@ -44,6 +45,7 @@ class Job:
     emitted: str = ""
     finish_reason: str | None = None
     cancelled: bool = False
+    company: bool = False  # another request arrived shortly before this one
 
     @property
     def group(self) -> tuple:
@@ -203,6 +205,7 @@ class Batcher:
         self.running: list[Job] = []
         self.stats = Stats()
         self._wake = asyncio.Event()
+        self._last_arrival = float("-inf")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="allava-generate")
         self._task: asyncio.Task | None = None
 
@@ -226,6 +229,8 @@ class Batcher:
             raise APIError(429, f"the server is busy: {self.max_queue} requests are queued or running "
                                 "(--max-queue); retry shortly", code="queue_full", retry_after=1)
         job = Job(request, prompt, max_tokens, asyncio.get_running_loop())
+        job.company = job.arrived - self._last_arrival < 2 * self.window_s  # concurrent traffic: worth a wait
+        self._last_arrival = job.arrived
         self.pending.append(job)
         self._wake.set()
         return job
@@ -256,7 +261,7 @@ class Batcher:
             first = self.pending[0]
             same = sum(1 for j in self.pending if j.group == first.group)
             wait = first.arrived + self.window_s - time.monotonic()
-            if self.max_batch_size > 1 and same < self.max_batch_size and wait > 0:
+            if self.max_batch_size > 1 and same < self.max_batch_size and wait > 0 and (first.company or same > 1):
                 await asyncio.sleep(wait)  # a short window for the others of a burst
                 continue
             batch = self._take()
