@@ -21,8 +21,16 @@ class ConfigError(ValueError):
     pass
 
 
-# The repository's configs/ folder: `--config cheap` finds configs/qc/cheap.yaml from anywhere.
-SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+def _shipped_configs() -> Path:
+    """The configs/ folder shipped as package data (`src/allava/configs` links to the repository's
+    `configs/`; a wheel holds a copy), found through importlib.resources so `pip install .` and a
+    wheel find the same files as a checkout: `--config cheap` finds configs/qc/cheap.yaml from anywhere."""
+    from importlib.resources import files
+
+    return Path(str(files("allava") / "configs"))
+
+
+SHIPPED_CONFIGS = _shipped_configs()
 
 
 def _describe(value: Any) -> str:

@@ -8,7 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "qc" / "default.yaml"
+from allava.config import SHIPPED_CONFIGS
+
+DEFAULT_CONFIG = SHIPPED_CONFIGS / "qc" / "default.yaml"
 
 
 def add_qc_parser(p: argparse.ArgumentParser) -> None:

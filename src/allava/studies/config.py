@@ -12,14 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from allava.config import ConfigError, apply_overrides, from_dict, load_yaml
+from allava.config import SHIPPED_CONFIGS, ConfigError, apply_overrides, from_dict, load_yaml
 from allava.model.presets import PRESETS, TinyCLIP, TinyLM
 from allava.scenes.world import WorldConfig
 from allava.train.clip import CLIPTrainConfig
 from allava.train.pretrain_lm import LMPretrainConfig
 from allava.train.stages import StageConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = SHIPPED_CONFIGS / "quickstart.yaml"
 HARDWARE_PRESETS = ("auto", "cpu", "gpu")
 
 

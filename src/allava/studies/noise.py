@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from allava.config import ConfigError, load_yaml
+from allava.config import SHIPPED_CONFIGS, ConfigError, load_yaml
 from allava.data.dataset import DataSource
 from allava.studies import pipeline
 from allava.studies.config import QuickstartConfig
@@ -26,7 +26,7 @@ from allava.studies.report import ability_table, compare, interval, strip_ids
 from allava.studies.study import Study
 
 NAME = "noise"
-QC_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "qc" / "default.yaml"
+QC_CONFIG = SHIPPED_CONFIGS / "qc" / "default.yaml"
 DEFAULT_RATE = 0.2
 # The run's own model folder for each op that needs a model and was given none
 MODEL_FOR_OP = {"text_readability": "lm", "clip_match": "clip", "clip_rank": "clip"}

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from allava.config import SHIPPED_CONFIGS
 from allava.synth.base import BudgetExhausted
 from allava.synth.config import SynthConfigError
 
@@ -53,7 +54,7 @@ class Price:
 
 def default_prices_path() -> Path | None:
     """configs/prices.yaml of the working directory, else of the source checkout."""
-    for p in (Path.cwd() / "configs" / "prices.yaml", Path(__file__).resolve().parents[3] / "configs" / "prices.yaml"):
+    for p in (Path.cwd() / "configs" / "prices.yaml", SHIPPED_CONFIGS / "prices.yaml"):
         if p.is_file():
             return p
     return None
