@@ -36,37 +36,49 @@ class OpenAIJudge:
 
     def ask(self, prompts: list[Messages], max_tokens: int = 1024,
             temperature: float | None = None) -> list[str | None]:
-        t = self.temperature if temperature is None else temperature
-        return asyncio.run(self._ask(prompts, max_tokens, t))
-
-    async def _ask(self, prompts: list[Messages], max_tokens: int, temperature: float) -> list[str | None]:
         from allava.synth.cache import AnswerCache
         from allava.synth.config import SynthConfig
-        from allava.synth.meter import Meter
-        from allava.synth.teachers.openai import OpenAITeacher
 
+        t = self.temperature if temperature is None else temperature
         out = Path(self.cache_dir)
         out.mkdir(parents=True, exist_ok=True)
         cfg = SynthConfig(task="judge", images=None, out=out, base_url=self.base_url, model=self.model,
                           api_key_env=self.api_key_env, concurrency=self.concurrency, max_tokens=max_tokens)
         cache = AnswerCache(out / "judge_cache.sqlite")
-        teacher = OpenAITeacher(cfg, Meter(out, None, None), cache)
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(i: int, messages: Messages) -> str | None:
-            async with gate:
-                try:
-                    req = Request(messages, task="judge", item=Item(id=f"judge-{i}"),
-                                  params={"temperature": temperature, "max_tokens": max_tokens})
-                    return (await teacher.complete(req)).text
-                except SynthError:
-                    return None
-
         try:
-            return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(prompts))))
+            return ask_all(cfg, prompts, {"temperature": t, "max_tokens": max_tokens}, cache)
         finally:
-            await teacher.aclose()
             cache.close()
+
+
+def ask_all(cfg, prompts: list[Messages], params: dict[str, Any], cache=None) -> list[str | None]:
+    """Every prompt through the synthesis teacher client (`OpenAITeacher`: retries, Retry-After,
+    rate limits, `cfg.concurrency` in flight), None where it gave up. Token counts go to
+    ``cfg.out/ledger.jsonl``. Shared by the judge and `eval run --base-url`."""
+    return asyncio.run(_ask_all(cfg, prompts, params, cache))
+
+
+async def _ask_all(cfg, prompts: list[Messages], params: dict[str, Any], cache) -> list[str | None]:
+    from allava.synth.meter import Meter
+    from allava.synth.teachers.openai import OpenAITeacher
+
+    meter = Meter(Path(cfg.out), None, None)
+    teacher = OpenAITeacher(cfg, meter, cache)
+    gate = asyncio.Semaphore(cfg.concurrency)
+
+    async def one(i: int, messages: Messages) -> str | None:
+        async with gate:
+            try:
+                req = Request(messages, task=cfg.task, item=Item(id=f"{cfg.task}-{i}"), params=dict(params))
+                return (await teacher.complete(req)).text
+            except SynthError:
+                return None
+
+    try:
+        return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(prompts))))
+    finally:
+        await teacher.aclose()
+        meter.close()
 
 
 # --- score parsers: each returns None on failure so the benchmark can count it ----------------

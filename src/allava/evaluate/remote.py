@@ -9,7 +9,6 @@ marker an image part at its place (the newline after it belongs to the marker, a
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -74,32 +73,12 @@ class RemoteAnswerer:
     def answer(self, questions: list[Question], max_new_tokens: int) -> list[str | None]:
         """One text per question; None where the endpoint still failed after the retries (the
         question stays unanswered: not cached, retried by the next run, counted in the coverage)."""
-        return asyncio.run(self._answer(questions, max_new_tokens))
-
-    async def _answer(self, questions: list[Question], max_new_tokens: int) -> list[str | None]:
-        from allava.synth.base import Item, Request, SynthError
+        from allava.evaluate.judge import ask_all
         from allava.synth.config import SynthConfig
-        from allava.synth.meter import Meter
-        from allava.synth.teachers.openai import OpenAITeacher
 
         cfg = SynthConfig(task="eval", images=None, out=Path(self.cache_dir), base_url=self.base_url, model=self.model,
                           api_key_env=self.api_key_env, concurrency=self.concurrency, max_tokens=max_new_tokens,
                           timeout=self.timeout, max_retries=self.max_retries, max_image_side=NO_RESIZE)
-        meter = Meter(Path(self.cache_dir), None, None)  # ledger.jsonl: the endpoint's token counts
-        teacher = OpenAITeacher(cfg, meter)  # no teacher cache: the runner's answer cache keeps the answers
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(i: int, q: Question) -> str | None:
-            async with gate:
-                try:
-                    req = Request(to_messages(q), task="eval", item=Item(id=f"q{i}"),
-                                  params={"temperature": 0, "max_tokens": max_new_tokens})
-                    return (await teacher.complete(req)).text.strip()
-                except SynthError:
-                    return None
-
-        try:
-            return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
-        finally:
-            await teacher.aclose()
-            meter.close()
+        # no teacher cache: the runner's answer cache keeps the answers
+        texts = ask_all(cfg, [to_messages(q) for q in questions], {"temperature": 0, "max_tokens": max_new_tokens})
+        return [t.strip() if t is not None else None for t in texts]

@@ -42,7 +42,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from allava.config import ConfigError
     from allava.model.paths import check_model_path
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"allava serve needs FastAPI and uvicorn ({e.name} is missing): "
+                          "pip install 'allava[serve]'") from None
     from allava.serve.server import serve
 
     cfg = ServeConfig(model=args.model, **{name: getattr(args, name) for name in FLAGS})
