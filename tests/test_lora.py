@@ -178,6 +178,13 @@ def test_quantize_without_cuda_is_one_clear_line(backbones, tiny_data, tmp_path,
     assert len(err) == 1 and "needs a CUDA GPU" in err[0]
 
 
+def test_lora_with_a_sharding_engine_is_refused_in_one_line():
+    for engine in ("fsdp", "deepspeed"):
+        with pytest.raises(ConfigError, match="lora: runs on one process or DDP"):
+            from_dict(StageConfig, {"data": [{"path": "x.jsonl"}], "train": ["projector", "language_model"],
+                                    "lora": {}, engine: "configs/x.json"}, "stages.stage2")
+
+
 def test_lora_without_the_language_model_in_train_is_refused(backbones, tmp_path):
     s = spec(backbones)
     model, processor = build_model(s)

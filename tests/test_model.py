@@ -56,3 +56,18 @@ def test_load_checkpoint_rejects_a_non_model_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_saved_with_the_old_plain_name_reads_as_human_assistant(backbones, tmp_path):
+    """Before LLaVA's `plain` shipped, our base-LM template was called `plain`: such a checkpoint (its
+    saved chat template writes 'Human: ') keeps its format under the new name."""
+    import json
+
+    spec = ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"], template="human_assistant")
+    model, processor = build_model(spec)
+    save_checkpoint(model, processor, Recipe(spec=spec), tmp_path / "old")
+    raw = json.loads((tmp_path / "old" / "allava_recipe.json").read_text())
+    raw["spec"]["template"] = "plain"
+    (tmp_path / "old" / "allava_recipe.json").write_text(json.dumps(raw))
+    assert Recipe.load(tmp_path / "old").spec.template == "human_assistant"
+    assert load_checkpoint(tmp_path / "old")[2] == "human_assistant"

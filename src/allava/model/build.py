@@ -82,8 +82,16 @@ class Recipe:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
+        if raw["spec"].get("template") == "plain" and _saved_template_has(out_dir, "Human: "):
+            raw["spec"]["template"] = "human_assistant"  # saved before 'plain' meant LLaVA's pretraining format
         return cls(spec=ModelSpec(**raw["spec"]), stage=raw.get("stage", "init"), history=raw.get("history", []),
                    lora_base=raw.get("lora_base"))
+
+
+def _saved_template_has(folder: str | Path, text: str) -> bool:
+    """Whether the chat template saved in `folder` (any of the files processors write) contains `text`."""
+    names = ("chat_template.jinja", "chat_template.json", "processor_config.json", "tokenizer_config.json")
+    return any(text in Path(folder, n).read_text(errors="replace") for n in names if Path(folder, n).is_file())
 
 
 def _load_vision_tower(name: str, dtype: torch.dtype) -> torch.nn.Module:

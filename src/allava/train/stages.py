@@ -79,6 +79,9 @@ class StageConfig:
             get_template(self.template)
         if self.lora is not None and "language_model" not in self.train:
             raise ValueError("lora: adapts the language model; list language_model in train (its weights stay frozen)")
+        if self.lora is not None and (self.fsdp or self.deepspeed):
+            raise ValueError("lora: runs on one process or DDP (torchrun / accelerate launch) only: its adapters are "
+                             "saved from unsharded weights; remove fsdp / deepspeed from this stage")
         check_stage(self)
 
 
