@@ -176,29 +176,81 @@ class ConversationDataset(Dataset):
         raise RuntimeError("every record failed to load")
 
 
+def _stack_images(samples: list[dict], out: dict) -> dict:
+    """Images (pixels, or cached features) of the samples that have one, in the samples' order:
+    the order their ``<image>`` blocks appear in the batch, row by row, which is the order the
+    model scatters them in."""
+    images = [b["pixel_values"] for b in samples if b["pixel_values"] is not None]
+    if images:
+        out["pixel_values"] = torch.stack(images)
+    features = [b["image_features"] for b in samples if b.get("image_features") is not None]
+    if features:
+        out["image_features"] = torch.stack(features)
+    return out
+
+
 class Collator:
-    """Right-pads a batch (to a multiple of ``pad_to_multiple_of``: few distinct shapes keep CPU
-    kernel caches and the allocator from growing with every new length); stacks images (pixels, or
-    cached features) only for samples that have one."""
+    """Right-pads a batch to its longest sample, rounded up to a multiple of ``pad_to_multiple_of``
+    (a few distinct shapes keep kernel caches and the allocator from growing with every length;
+    8 wastes little once batches are length-grouped); stacks images (pixels, or cached features)
+    only for samples that have one."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
         self.pad_token_id = pad_token_id
         self.multiple = max(1, pad_to_multiple_of)
 
+    def _empty(self, rows: int, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = -(-longest // self.multiple) * self.multiple
+        return (torch.full((rows, n), self.pad_token_id, dtype=torch.long),
+                torch.full((rows, n), IGNORE_INDEX, dtype=torch.long))
+
     def __call__(self, batch: list[dict]) -> dict:
-        n = max(len(b["input_ids"]) for b in batch)
-        n = -(-n // self.multiple) * self.multiple
-        ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        ids, labels = self._empty(len(batch), max(len(b["input_ids"]) for b in batch))
+        mask = torch.zeros_like(ids)
         for r, b in enumerate(batch):
             k = len(b["input_ids"])
             ids[r, :k], labels[r, :k], mask[r, :k] = b["input_ids"], b["labels"], 1
-        out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        images = [b["pixel_values"] for b in batch if b["pixel_values"] is not None]
-        if images:
-            out["pixel_values"] = torch.stack(images)
-        features = [b["image_features"] for b in batch if b.get("image_features") is not None]
-        if features:
-            out["image_features"] = torch.stack(features)
-        return out
+        return _stack_images(batch, {"input_ids": ids, "labels": labels, "attention_mask": mask})
+
+
+class PackingCollator(Collator):
+    """Packs a batch's samples into as few rows as fit, each sample whole (first-fit decreasing;
+    a row holds at most the batch's longest sample, so attention never spans more than unpacked and
+    a sample is never split, its image block included: the encoder truncated it already, exactly as
+    unpacked). Position ids restart at 0 in each sample and no attention mask is passed:
+    ``transformers`` then keeps attention inside each sample (``find_packed_sequence_indices``:
+    the variable-length path of flash attention, a block-diagonal mask for sdpa / eager). Each
+    sample's first label is ignored (unpacked, the shift drops it), so every sample's loss terms are
+    its unpacked ones. ``num_tokens`` (the real tokens, for the tokens/s count) rides along."""
+
+    def __call__(self, batch: list[dict]) -> dict:
+        longest = max(len(b["input_ids"]) for b in batch)
+        rows: list[list[int]] = []  # sample indices per row
+        room: list[int] = []
+        for i in sorted(range(len(batch)), key=lambda i: -len(batch[i]["input_ids"])):
+            n = len(batch[i]["input_ids"])
+            r = next((r for r, free in enumerate(room) if free >= n), None)
+            if r is None:
+                rows.append([])
+                room.append(longest)
+                r = len(rows) - 1
+            rows[r].append(i)
+            room[r] -= n
+        ids, labels = self._empty(len(rows), longest)
+        positions = torch.zeros_like(ids)
+        order: list[dict] = []
+        for r, members in enumerate(rows):
+            at = 0
+            for i in members:
+                b = batch[i]
+                k = len(b["input_ids"])
+                ids[r, at:at + k], labels[r, at:at + k] = b["input_ids"], b["labels"]
+                labels[r, at] = IGNORE_INDEX
+                positions[r, at:at + k] = torch.arange(k)
+                at += k
+                order.append(b)
+            # the row's tail of padding is one more "sample" (positions from 0), seen by nothing else
+            positions[r, at:] = torch.arange(ids.shape[1] - at)
+        out = {"input_ids": ids, "labels": labels, "position_ids": positions,
+               "num_tokens": torch.tensor(sum(len(b["input_ids"]) for b in batch))}
+        return _stack_images(order, out)

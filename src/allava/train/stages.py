@@ -23,7 +23,7 @@ import torch
 from transformers import TrainerState, TrainingArguments, set_seed
 
 from allava.config import ConfigError, from_dict, load_yaml
-from allava.data.dataset import Collator, ConversationDataset, DataSource
+from allava.data.dataset import Collator, ConversationDataset, DataSource, PackingCollator
 from allava.data.tokenize import ConversationEncoder
 from allava.model import lora
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint, use_template
@@ -53,6 +53,7 @@ class StageConfig:
     model_max_length: int = 2048
     pad_to_multiple_of: int = 8  # with length grouping: 1.0x more padding than pad-to-longest, see README
     group_by_modality: bool = True
+    packing: bool = False  # pack each batch's samples into shared rows (attention kept per sample; same loss)
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # auto: where the hardware does bf16 natively (GPU, or CPU with AVX512-BF16/AMX)
     save_steps: int = 500
@@ -168,7 +169,8 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         log.info("%s: no feature cache (%s)", name, why)
     trainer_class = lora.trainer_class(AllavaTrainer) if cfg.lora else AllavaTrainer  # LoRA: small checkpoints
     trainer = trainer_class(model=model, args=args, train_dataset=dataset,
-                            data_collator=Collator(processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
+                            data_collator=(PackingCollator if cfg.packing else Collator)(
+                                processor.tokenizer.pad_token_id, cfg.pad_to_multiple_of),
                             processing_class=processor, group_by_modality=cfg.group_by_modality,
                             projector_lr=cfg.projector_lr, lm_head_on_labels_only=cfg.lm_head_on_labels_only,
                             callbacks=callbacks)

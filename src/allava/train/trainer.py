@@ -138,8 +138,18 @@ class AllavaTrainer(Trainer):
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
 
+    def _track_num_input_tokens(self, inputs):
+        if "num_tokens" not in inputs:
+            return super()._track_num_input_tokens(inputs)
+        # a packed batch has no attention mask to count: its collator counted the real tokens
+        tokens = torch.as_tensor(inputs["num_tokens"], device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
+        if inputs.pop("num_tokens", None) is not None:
+            # packed: no cache, so transformers reads the restarting position ids as sample bounds
+            inputs["use_cache"] = False
         features = inputs.pop("image_features", None)
         sparse = (self.lm_head_on_labels_only and not return_outputs and "labels" in inputs
                   and self.label_smoother is None and self.compute_loss_func is None)
