@@ -7,6 +7,10 @@ image: the cache is keyed by record content). Cost per record should stay flat a
 
     python benchmarks/qc_throughput.py                      # 1000 10000 100000
     python benchmarks/qc_throughput.py --sizes 1000 10000 --ops image_readability text_dedup
+    python benchmarks/qc_throughput.py --sizes 10000 --executors local ray   # both executors, one table
+
+With `--executors local ray` each size runs once per executor (Ray: a local 2-CPU cluster started
+in the child, its start-up reported apart) and the table adds the Ray / local throughput ratio.
 """
 from __future__ import annotations
 
@@ -54,9 +58,14 @@ def make_records(path: Path, n: int, images: list[str]) -> None:
             fh.write(json.dumps(rec) + "\n")
 
 
-def child(records: str, images: str, ops: list[str], out: str) -> None:
+def child(records: str, images: str, ops: list[str], out: str, executor_name: str = "local") -> None:
     from allava.quality.config import parse_config
+    from allava.quality.executor import LocalExecutor, RayExecutor
     from allava.quality.pipeline import run_qc_pipeline
+
+    t0 = time.perf_counter()
+    executor = RayExecutor(num_cpus=2) if executor_name == "ray" else LocalExecutor()
+    startup = time.perf_counter() - t0
 
     def cfg(min_sharp: float):
         entries = [{"name": o} for o in ops]
@@ -66,13 +75,15 @@ def child(records: str, images: str, ops: list[str], out: str) -> None:
         return parse_config({"ops": entries})
 
     t0 = time.perf_counter()
-    run = run_qc_pipeline(records, cfg(0.01), out, image_folder=images, progress=False, plots=False)
+    run = run_qc_pipeline(records, cfg(0.01), out, image_folder=images, progress=False, plots=False, executor=executor)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_qc_pipeline(records, cfg(0.02), out, image_folder=images, progress=False, plots=False)
+    run_qc_pipeline(records, cfg(0.02), out, image_folder=images, progress=False, plots=False, executor=executor)
     rerun = time.perf_counter() - t0
+    executor.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": len(run.ids), "first_s": first, "rerun_s": rerun, "peak_rss_mb": peak,
+    print(json.dumps({"n": len(run.ids), "executor": executor_name, "startup_s": startup, "first_s": first,
+                      "rerun_s": rerun, "peak_rss_mb": peak,
                       "op_seconds": {k: round(v, 2) for k, v in run.op_seconds.items()}}))
 
 
@@ -81,32 +92,41 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--ops", nargs="+", default=CHEAP)
     ap.add_argument("--images", type=int, default=2000, help="distinct image files the records cycle over")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--executors", nargs="+", choices=("local", "ray"), default=["local"])
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        records, images, ops, out = args.child
-        child(records, images, ops.split(","), out)
+        records, images, ops, out, executor = args.child
+        child(records, images, ops.split(","), out, executor)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         images = make_images(root / "images", args.images)
         print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
         rows = []
-        print(f"{'records':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} {'peak RSS MB':>12}")
+        print(f"{'records':>8} {'executor':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} "
+              f"{'peak RSS MB':>12} {'vs local':>9}")
         for n in args.sizes:
             rec = root / f"records-{n}.jsonl"
             make_records(rec, n, images)
-            res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(root / "images"),
-                                  ",".join(args.ops), str(root / f"out-{n}")], capture_output=True, text=True, check=False)
-            if res.returncode:
-                print(res.stderr[-2000:])
-                raise SystemExit(res.returncode)
-            r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"{r['n']:>8} {r['n'] / r['first_s']:>16.0f} {1e6 * r['first_s'] / r['n']:>10.0f} "
-                  f"{r['n'] / r['rerun_s']:>19.0f} {r['peak_rss_mb']:>12.0f}", flush=True)
-            print(f"         per op (s): {r['op_seconds']}", flush=True)
-            rows.append(r)
-        print(json.dumps({"ops": args.ops, "images": args.images, "sizes": rows}))  # machine-readable
+            local_rate = None
+            for name in args.executors:
+                res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(root / "images"),
+                                      ",".join(args.ops), str(root / f"out-{n}-{name}"), name],
+                                     capture_output=True, text=True, check=False)
+                if res.returncode:
+                    print(res.stderr[-2000:])
+                    raise SystemExit(res.returncode)
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                rate = r["n"] / r["first_s"]
+                local_rate = rate if name == "local" else local_rate
+                ratio = f"{rate / local_rate:>8.2f}x" if local_rate else f"{'':>9}"
+                print(f"{r['n']:>8} {name:>8} {rate:>16.0f} {1e6 * r['first_s'] / r['n']:>10.0f} "
+                      f"{r['n'] / r['rerun_s']:>19.0f} {r['peak_rss_mb']:>12.0f} {ratio}", flush=True)
+                print(f"         per op (s): {r['op_seconds']}" + (f"; Ray start-up {r['startup_s']:.1f} s"
+                                                                    if name == "ray" else ""), flush=True)
+                rows.append(r)
+        print(json.dumps({"ops": args.ops, "images": args.images, "executors": args.executors, "sizes": rows}))  # machine-readable
 
 
 if __name__ == "__main__":

@@ -165,3 +165,22 @@ def test_report_only_ops_run_only_when_asked(tmp_path):
     with pytest.raises(ConfigError, match="true or false"):
         parse_config({"ops": [{"name": "visual_complexity", "report_only": "yes"}]})
     assert json.loads((tmp_path / "a" / "report.json").read_text())["ops"][0]["label"] == "text_completeness"
+
+
+def test_image_ops_decode_each_image_file_once(tmp_path, monkeypatch):
+    """Many questions per image: image-only stats are memoised per file (path, size, mtime)."""
+    import os
+
+    _cross(tmp_path / "a.png", (200, 40, 40))
+    calls = []
+    real = ImageReadability._one
+    monkeypatch.setattr(ImageReadability, "_one", lambda self, r: calls.append(r.id) or real(self, r))
+    op = ImageReadability()
+    recs = [QCRecord(f"q{i}", [], image="a.png", image_file=tmp_path / "a.png") for i in range(5)]
+    first = op.compute(recs)
+    assert len(calls) == 1 and all(s == first[0] for s in first)
+    first[0]["iqa"] = 1.0  # a caller adding to its stats does not change the memo
+    assert "iqa" not in op.compute(recs[:1])[0] and len(calls) == 1
+    os.utime(tmp_path / "a.png", ns=(1, 1))  # the file changed: decoded again
+    op.compute(recs[:1])
+    assert len(calls) == 2

@@ -53,16 +53,46 @@ class QCRecord:
         return "\n".join(str(t.get("value", "")).replace("<image>", "").strip() for t in self.conversations)
 
 
-def per_image(batch: list[QCRecord], fn: Callable[[QCRecord], Any]) -> list[Any]:
+class ImageMemo:
+    """Results that depend on the image file alone, kept per op for the run and keyed by the file's
+    identity (path, size, mtime): LLaVA data asks many questions about one image (the quickstart:
+    ~9), and the stats cache is per record, so without this each image was decoded once per question."""
+
+    def __init__(self, size: int = 8192):
+        from collections import OrderedDict
+
+        self.size, self._d = size, OrderedDict()
+
+    def get(self, path: Path, fn: Callable[[], Any]) -> Any:
+        import copy
+        import os
+
+        try:
+            st = os.stat(path)
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            return fn()
+        if key in self._d:
+            self._d.move_to_end(key)
+            return copy.deepcopy(self._d[key])  # callers may add to what they get
+        value = fn()
+        self._d[key] = copy.deepcopy(value)
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return value
+
+
+def per_image(batch: list[QCRecord], fn: Callable[[QCRecord], Any], memo: ImageMemo | None = None) -> list[Any]:
     """`fn(record)` per record, None where it has no image or `fn` fails on it: unreadable images
-    are image_readability's business, a dataset op just leaves them out."""
+    are image_readability's business, a dataset op just leaves them out. With `memo`, `fn` runs
+    once per image file (it must depend on the image only)."""
     out: list[Any] = []
     for r in batch:
         if r.image_file is None:
             out.append(None)
             continue
         try:
-            out.append(fn(r))
+            out.append(fn(r) if memo is None else memo.get(r.image_file, lambda r=r: fn(r)))
         except Exception:  # noqa: BLE001 - see above
             out.append(None)
     return out

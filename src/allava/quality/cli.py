@@ -26,6 +26,11 @@ def add_qc_parser(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set ops.0.min=50 (repeatable)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG histograms (report.md/json still written)")
     p.add_argument("--all-stats", action="store_true", help="also compute the ops marked `report_only: true`")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the operators run: in this process (default) or on Ray Data (pip install 'allava[ray]')")
+    p.add_argument("--ray-address", default=None,
+                   help="with --executor ray: 'auto' joins the running cluster, ray://HOST:PORT a remote one "
+                        "(default: start a local Ray)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -49,9 +54,17 @@ def run_qc(args: argparse.Namespace) -> int:
     records = Path(args.inputs[0])
     cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "qc" / records.stem
-    run = run_qc_pipeline(records, cfg, out, image_folder=args.image_folder,
-                          cache_path=args.cache if args.cache else "default", progress=not args.no_progress,
-                          plots=not args.no_plots, all_stats=args.all_stats)
+    from allava.quality.executor import make_executor
+
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
+    executor = make_executor(args.executor, args.ray_address)
+    try:
+        run = run_qc_pipeline(records, cfg, out, image_folder=args.image_folder,
+                              cache_path=args.cache if args.cache else "default", progress=not args.no_progress,
+                              plots=not args.no_plots, all_stats=args.all_stats, executor=executor)
+    finally:
+        executor.close()
     computed = sum(v for k, v in run.computed.items() if ":finalize" not in k)
     print(f"qc: {len(run.ids)} records, {run.kept} kept, {run.removed} removed, {len(run.problems)} bad input "
           f"entries; stats computed for {computed} op-records (rest cached) in {run.seconds:.1f}s")

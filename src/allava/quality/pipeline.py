@@ -25,6 +25,7 @@ from allava.data.records import Problem
 from allava.quality.base import DatasetOp, QCRecord, Stats
 from allava.quality.cache import StatsCache
 from allava.quality.config import OpSpec, QCConfig
+from allava.quality.executor import Executor, LocalExecutor
 from allava.quality.reader import iter_qc_records
 
 log = logging.getLogger(__name__)
@@ -89,19 +90,17 @@ def _chunks(it: Iterator[tuple[QCRecord | None, Problem | None]], problems: list
         yield chunk
 
 
-def _cached_compute(fn, batch: list[QCRecord], key: str, cache: StatsCache, batch_size: int) -> tuple[list[Any], int]:
-    """`fn` over the records whose hash is not cached yet (each distinct hash once), in sub-batches."""
+def _cached_compute(executor: Executor, op, method: str, batch: list[QCRecord], key: str, cache: StatsCache
+                    ) -> tuple[list[Any], int]:
+    """`op.method` over the records whose hash is not cached yet (each distinct hash once), run by
+    the executor (in the op's batches)."""
     found = cache.get_many(key, [r.hash for r in batch])
     todo: dict[str, QCRecord] = {}
     for r in batch:
         if r.hash not in found and r.hash not in todo:
             todo[r.hash] = r
     recs = list(todo.values())
-    new: dict[str, Any] = {}
-    for i in range(0, len(recs), max(1, batch_size)):
-        part = recs[i:i + batch_size]
-        for r, value in zip(part, fn(part), strict=True):
-            new[r.hash] = value
+    new: dict[str, Any] = {r.hash: value for r, value in zip(recs, executor.run(op, method, recs), strict=True)}
     if new:
         cache.put_many(key, new)
     found.update(new)
@@ -119,7 +118,7 @@ def _count_lines(path: Path) -> int | None:
 
 
 def compute_stats(records_path: str | Path, specs: list[OpSpec], cache: StatsCache, image_folder: str | Path | None,
-                  progress: bool = True) -> QCRun:
+                  progress: bool = True, executor: Executor | None = None) -> QCRun:
     """Pass 1: every op's stats per record, from the cache where possible.
 
     The cyclic garbage collector is paused meanwhile: pass 1 only adds small acyclic dicts, and the
@@ -128,30 +127,29 @@ def compute_stats(records_path: str | Path, specs: list[OpSpec], cache: StatsCac
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compute_stats(records_path, specs, cache, image_folder, progress)
+        return _compute_stats(records_path, specs, cache, image_folder, progress, executor or LocalExecutor())
     finally:
         if enabled:
             gc.enable()
 
 
 def _compute_stats(records_path: str | Path, specs: list[OpSpec], cache: StatsCache, image_folder: str | Path | None,
-                   progress: bool = True) -> QCRun:
+                   progress: bool, executor: Executor) -> QCRun:
     run = QCRun(str(records_path), Path("."), specs)
     features: dict[str, list[Any]] = {s.label: [] for s in specs if isinstance(s.op, DatasetOp)}
     per_op: dict[str, list[Stats]] = {s.label: [] for s in specs if not isinstance(s.op, DatasetOp)}
     bar = tqdm(total=_count_lines(Path(records_path)), desc="qc stats", unit="rec", disable=not progress,
                dynamic_ncols=True)
-    for chunk in _chunks(iter_qc_records(records_path, image_folder), run.problems, CHUNK, set()):
+    for chunk in _chunks(iter_qc_records(records_path, image_folder), run.problems, executor.chunk_size, set()):
         run.ids += [r.id for r in chunk]
         run.hashes += [r.hash for r in chunk]
         for s in specs:
             t0 = time.perf_counter()
-            bs = s.op.settings.batch_size
             if isinstance(s.op, DatasetOp):
-                vals, n = _cached_compute(s.op.features, chunk, "feat:" + s.op.key(), cache, bs)
+                vals, n = _cached_compute(executor, s.op, "features", chunk, "feat:" + s.op.key(), cache)
                 features[s.label] += vals
             else:
-                vals, n = _cached_compute(s.op.compute, chunk, s.op.key(), cache, bs)
+                vals, n = _cached_compute(executor, s.op, "compute", chunk, s.op.key(), cache)
                 per_op[s.label] += vals
             run.computed[s.label] += n
             run.op_seconds[s.label] += time.perf_counter() - t0
@@ -250,11 +248,11 @@ def write_outputs(run: QCRun, image_folder: str | Path | None, examples: int) ->
 
 def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path, image_folder: str | Path | None = None,
                     cache_path: str | Path | None = "default", progress: bool = True, plots: bool = True,
-                    all_stats: bool = False) -> QCRun:
+                    all_stats: bool = False, executor: Executor | None = None) -> QCRun:
     """The whole run: stats (cached), decisions, outputs and report. `cache_path="default"` = OUT/cache.sqlite.
 
     `plots=False` skips the PNGs (matplotlib is most of a small run's time); `all_stats` also
-    computes the ops marked `report_only`."""
+    computes the ops marked `report_only`; `executor` runs the ops (default: in-process, `LocalExecutor`)."""
     from allava.quality.reader import resolve_image_folder
     from allava.quality.report import write_report
 
@@ -264,7 +262,7 @@ def run_qc_pipeline(records_path: str | Path, cfg: QCConfig, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     cache = StatsCache(out / "cache.sqlite" if cache_path == "default" else cache_path)
     try:
-        run = compute_stats(records_path, cfg.active(all_stats), cache, image_folder, progress)
+        run = compute_stats(records_path, cfg.active(all_stats), cache, image_folder, progress, executor)
     finally:
         cache.close()
         for s in cfg.ops:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import DatasetOp, OpSettings, QCRecord, Stats, per_image, register_op
+from allava.quality.base import DatasetOp, ImageMemo, OpSettings, QCRecord, Stats, per_image, register_op
 from allava.quality.images import resize_gray
 
 BANDS = 8
@@ -95,7 +95,9 @@ class ImageDedup(DatasetOp):
             if self.settings.colour:
                 f["rgb"] = [f"{h:016x}" for h in phash_channels(r.image_file)]
             return f
-        return per_image(batch, one)
+        if not hasattr(self, "_memo"):
+            self._memo = ImageMemo()
+        return per_image(batch, one, self._memo)
 
     def finalize(self, features: list[Any]) -> list[Stats]:
         hashes: list[int] = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import Op, OpSettings, QCRecord, Stats, no_cache, register_op
+from allava.quality.base import ImageMemo, Op, OpSettings, QCRecord, Stats, no_cache, register_op
 from allava.quality.images import compression_stats, gray, laplacian, load_rgb, sobel_magnitude
 
 
@@ -47,9 +47,11 @@ class ImageReadability(Op):
     def __init__(self, settings: ImageReadabilitySettings | None = None):
         super().__init__(settings)
         self.iqa: Any = None  # loaded on the first batch with a readable image
+        self._memo = ImageMemo()
 
     def compute(self, batch: list[QCRecord]) -> list[Stats]:
-        out = [self._one(r) for r in batch]
+        out = [self._memo.get(r.image_file, lambda r=r: self._one(r)) if r.image_file is not None else {}
+               for r in batch]
         if self.settings.iqa_model:
             self._score([(s, r) for s, r in zip(out, batch) if s.get("decodable")])
         return out

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from allava.quality.base import Op, OpSettings, QCRecord, Stats, register_op
+from allava.quality.base import ImageMemo, Op, OpSettings, QCRecord, Stats, register_op
 from allava.quality.images import gray, load_rgb, sobel_magnitude
 
 
@@ -27,26 +27,25 @@ class VisualComplexity(Op):
     needs_image = True
 
     def compute(self, batch: list[QCRecord]) -> list[Stats]:
-        out: list[Stats] = []
-        for r in batch:
-            if r.image_file is None:
-                out.append({})
-                continue
-            try:
-                rgb = load_rgb(r.image_file, self.settings.max_side)
-            except Exception:  # noqa: BLE001 - unreadable images are image_readability's business
-                out.append({})
-                continue
-            g = gray(rgb)
-            hist = np.bincount(np.clip(g, 0, 255).astype(np.uint8).ravel(), minlength=256) / g.size
-            p = hist[hist > 0]
-            mag = sobel_magnitude(g)
-            q = (rgb // 32).reshape(-1, 3).astype(np.int32)
-            colours = len(np.unique(q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2]))
-            out.append({"entropy": float(-(p * np.log2(p)).sum()),
-                        "edge_density": float((mag > self.settings.edge_threshold).mean()) if mag.size else 0.0,
-                        "colours": colours})
-        return out
+        if not hasattr(self, "_memo"):
+            self._memo = ImageMemo()
+        return [self._memo.get(r.image_file, lambda r=r: self._one(r)) if r.image_file is not None else {}
+                for r in batch]
+
+    def _one(self, r: QCRecord) -> Stats:
+        try:
+            rgb = load_rgb(r.image_file, self.settings.max_side)
+        except Exception:  # noqa: BLE001 - unreadable images are image_readability's business
+            return {}
+        g = gray(rgb)
+        hist = np.bincount(np.clip(g, 0, 255).astype(np.uint8).ravel(), minlength=256) / g.size
+        p = hist[hist > 0]
+        mag = sobel_magnitude(g)
+        q = (rgb // 32).reshape(-1, 3).astype(np.int32)
+        colours = len(np.unique(q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2]))
+        return {"entropy": float(-(p * np.log2(p)).sum()),
+                "edge_density": float((mag > self.settings.edge_threshold).mean()) if mag.size else 0.0,
+                "colours": colours}
 
     def indicators(self, stats: list[Stats]) -> dict[str, Any]:
         e = [s["entropy"] for s in stats if "entropy" in s]

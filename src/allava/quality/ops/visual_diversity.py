@@ -12,6 +12,7 @@ import numpy as np
 
 from allava.quality.base import (
     DatasetOp,
+    ImageMemo,
     OpSettings,
     QCRecord,
     Stats,
@@ -56,7 +57,9 @@ class VisualDiversity(DatasetOp):
             from allava.quality.ops.clip_match import HFClip
 
             self._clip = HFClip(self.settings.model, self.settings.device)
-        return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)})
+        if not hasattr(self, "_memo"):
+            self._memo = ImageMemo()
+        return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)}, self._memo)
 
     def _vector(self, r: QCRecord) -> list[float]:
         if self._clip is None:
