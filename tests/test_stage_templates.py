@@ -2,7 +2,7 @@
 stage's final/ carries the template it trained with as its processor's chat template."""
 from __future__ import annotations
 
-from transformers import AutoProcessor
+from transformers import AutoProcessor, GenerationConfig
 
 from allava.data.tokenize import chat_template_for
 from allava.model.build import ModelSpec, Recipe
@@ -24,3 +24,8 @@ def test_stage1_plain_then_stage2_vicuna(backbones, tiny_data, tmp_path):
         proc = AutoProcessor.from_pretrained(result.model_dir)
         assert proc.chat_template == chat_template_for(name, proc.tokenizer)
         assert Recipe.load(result.model_dir).spec.template == name
+        eos = GenerationConfig.from_pretrained(result.model_dir).eos_token_id
+        newline = proc.tokenizer("\n", add_special_tokens=False)["input_ids"]
+        # plain trains '\n' as the caption's stop: generation stops there too (and at the eos)
+        assert eos == (sorted(set(newline + [proc.tokenizer.eos_token_id])) if name == "plain"
+                       else proc.tokenizer.eos_token_id)

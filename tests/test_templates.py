@@ -331,3 +331,14 @@ def test_truncation_never_cuts_the_image_block(name):
 def test_unknown_template_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown template"):
         ConversationEncoder(build("phi2"), "nope")
+
+
+def test_the_trained_stop_is_where_generation_stops():
+    """Gemma's tokenizer ends text with <eos> but a turn with <end_of_turn>: the stop trained (the
+    token after each answer) is what the checkpoint's generation config stops at, with the eos."""
+    from allava.data.tokenize import stop_token_ids
+
+    tok = build("gemma")
+    tok.eos_token = "<eos>"
+    assert stop_token_ids("chat_template", tok) == sorted({tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id})
+    assert stop_token_ids("vicuna_v1", build("llama_legacy")) == [build("llama_legacy").eos_token_id]

@@ -66,6 +66,15 @@ def chat_template_for(template, tokenizer: PreTrainedTokenizerBase) -> str:
     return template.jinja(bos=bool(leading_bos(tokenizer)))
 
 
+def stop_token_ids(template: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token(s) `template` trains as an answer's stop (the eos; Gemma's ``<end_of_turn>`` where the
+    tokenizer's eos is ``<eos>``; plain's ``\n``), found by encoding a probe: generation must stop there."""
+    enc = ConversationEncoder(tokenizer, template, max_length=10_000)
+    probe = [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hello there"}]
+    labels = [x for x in enc.encode(probe).labels if x != IGNORE_INDEX]
+    return sorted({labels[-1]} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+
+
 class ConversationEncoder:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str, image_token: str = IMAGE_MARKER,
                  num_image_tokens: int = 0, max_length: int = 2048):

@@ -28,7 +28,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from allava.config import ConfigError
 from allava.data.templates import get_template, resolve_template
-from allava.data.tokenize import chat_template_for
+from allava.data.tokenize import chat_template_for, stop_token_ids
 
 RECIPE_FILE = "allava_recipe.json"
 IMAGE_TOKEN = "<image>"
@@ -187,14 +187,18 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
     return model, processor
 
 
-def use_template(processor, recipe: Recipe, name: str) -> None:
-    """Train with template `name` from here on: the recipe records it and the processor's saved
-    ``chat_template`` renders it, so the checkpoint serves with the format it was last trained on."""
+def use_template(processor, recipe: Recipe, name: str, model=None) -> None:
+    """Train with template `name` from here on: the recipe records it, the processor's saved
+    ``chat_template`` renders it and (with `model`) the generation config stops at the token it
+    trains as the answer's stop, so the checkpoint serves with the format it was last trained on."""
     if name == "auto" and recipe.spec.template != "auto":  # resolved when the model was built: a checkpoint's
         name = recipe.spec.template                        # tokenizer carries our chat template, not its own
     name = resolve_template(name, processor.tokenizer)
     recipe.spec = replace(recipe.spec, template=name)  # a copy: the run's own ModelSpec stays as written
     processor.chat_template = chat_template_for(name, processor.tokenizer)
+    if model is not None:
+        stops = stop_token_ids(name, processor.tokenizer)
+        model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
 
 
 def save_checkpoint(model, processor, recipe: Recipe, out_dir: str | Path) -> None:

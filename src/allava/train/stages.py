@@ -147,7 +147,7 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
     trainable = set_trainable(model, cfg.train)
     if cfg.lora:
         model, trainable = lora.attach(model, processor, recipe, cfg.lora, cfg.train, init, out_dir)
-    use_template(processor, recipe, cfg.template or spec.template)
+    use_template(processor, recipe, cfg.template or spec.template, model)
     encoder = ConversationEncoder(processor.tokenizer, recipe.spec.template, processor.image_token,
                                   model.config.image_seq_length, cfg.model_max_length)
     dataset = ConversationDataset(cfg.data, encoder, processor.image_processor, seed=cfg.seed,
