@@ -40,7 +40,8 @@ def _teacher_phase(out: Path, cfg: QuickstartConfig) -> dict:
     world = out / "world"
     run = world / TEACHER
     summary = synth(SynthConfig(task="allava-laion", images=str(world / "teacher_items.jsonl"), out=run,
-                                teacher="scene", image_folder=world / "images", no_cache=True))
+                                teacher="scene", image_folder=world / "images", no_cache=True,
+                                concurrency=1))  # records in source order: the same run twice trains the same
     if summary["status"] != "complete":
         raise RuntimeError(f"the scene teacher stopped: {summary['status']} (see {run / 'summary.json'})")
     counts = export(run)
