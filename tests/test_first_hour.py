@@ -640,3 +640,21 @@ def test_every_option_of_data_eval_synth_chat_has_help():
         if verb in ("data", "eval", "synth", "chat"):
             walk(child, f"allava {verb}")
     assert missing == []
+
+
+@pytest.mark.parametrize("benchmark, message", [
+    ("gqa", "testdev_balanced_questions.json: no such file; --data must be the GQA folder"),
+    ("seed", "SEED-Bench.json: no such file; --data must be the SEED-Bench folder"),
+    ("mmmu", "no MMMU validation parquet/JSON files under"),           # was: another file's "not valid JSON"
+    ("emt-cifar10", "a CIFAR-10 test_batch or <class>/ image folders in"),  # was: 2 'classes' read from it
+])
+def test_eval_another_benchmarks_folder_as_data_says_what_data_must_be(capsys, tmp_path, benchmark, message):
+    """--data pointing at another benchmark's folder (here a POPE one: coco/*.json lines, val2014/a.jpg)."""
+    from tests.test_eval_official import pope_fixture
+
+    root = pope_fixture(tmp_path / "pope")
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"question_id": "1", "text": "yes"}) + "\n")
+    code, _, err = cli(capsys, "eval", "score", "--benchmark", benchmark, "--data", str(root), "--predictions", str(pred))
+    line = one_line(err)
+    assert code == 2 and message in line and "--data must be" in line

@@ -142,6 +142,10 @@ def _load(args: argparse.Namespace):
         raise bench.missing(data)
     try:
         return bench, bench.load(data)
+    except BenchmarkError as e:
+        if bench.data_help and "--data must be" not in str(e):  # "X: no such file" alone leaves the user guessing
+            raise BenchmarkError(f"{e}; --data must be {bench.data_help}") from None
+        raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise

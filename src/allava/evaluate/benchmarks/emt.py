@@ -58,13 +58,16 @@ class EMTCifar10(Benchmark):
                 samples.append(self._sample(str(i), img, classes[label], classes))
             return samples
         if path.is_dir():
-            dirs = sorted(d for d in path.iterdir() if d.is_dir())
-            classes = tuple(d.name for d in dirs)
-            samples = [self._sample(f"{d.name}/{f.name}", f, d.name, classes)
-                       for d in dirs for f in sorted(d.iterdir()) if f.suffix.lower() in (".png", ".jpg", ".jpeg")]
-            if samples:
-                return samples
-        raise self.missing(path)
+            images = {d: [f for f in sorted(d.iterdir()) if f.suffix.lower() in (".png", ".jpg", ".jpeg")]
+                      for d in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))}
+            empty = [d.name for d, fs in images.items() if not fs]
+            if len(images) - len(empty) >= 2 and empty:  # a class without images is not this layout
+                raise BenchmarkError(f"{self.name}: {path}: class folder(s) {', '.join(empty)} hold no images; "
+                                     f"--data must be {self.data_help}")
+            if len(images) >= 2 and not empty:  # one folder is no classification task (a wrong --data)
+                classes = tuple(d.name for d in images)
+                return [self._sample(f"{d.name}/{f.name}", f, d.name, classes) for d, fs in images.items() for f in fs]
+        raise self.missing(f"a CIFAR-10 test_batch or <class>/ image folders in {path}")
 
     def _sample(self, qid: str, image, label: str, classes: tuple[str, ...]) -> Sample:
         prompt = ("What is the object in the image? Please only answer a single object in "

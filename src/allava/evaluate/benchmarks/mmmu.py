@@ -35,9 +35,11 @@ def _read_rows(path: Path, bench: str) -> list[dict[str, Any]]:
         files = [path]
     else:
         found = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".json", ".jsonl"))
-        files = [p for p in found if "validation" in p.name] or found
+        files = [p for p in found if "validation" in p.name]
+        if not files:  # an export under another name is taken only if it reads as one
+            files = [p for p in found if p.suffix == ".parquet" or _looks_mmmu(p)]
     if not files:
-        raise BenchmarkError(f"{bench}: no validation parquet/JSON files under {path}")
+        raise BenchmarkError(f"{bench}: no MMMU validation parquet/JSON files under {path}")
     rows: list[dict[str, Any]] = []
     for f in files:
         if f.suffix == ".parquet":
@@ -53,6 +55,16 @@ def _read_rows(path: Path, bench: str) -> list[dict[str, Any]]:
             r["_dir"] = f.parent
         rows += batch
     return rows
+
+
+def _looks_mmmu(path: Path) -> bool:
+    """A JSON/JSONL file whose first row has MMMU's columns (id, question, options, answer)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(65536).lstrip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(f'"{k}"' in head[:4096] for k in ("id", "question", "options", "answer"))
 
 
 def _image(value: Any, base: Path) -> Any:
