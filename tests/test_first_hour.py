@@ -658,3 +658,19 @@ def test_eval_another_benchmarks_folder_as_data_says_what_data_must_be(capsys, t
     code, _, err = cli(capsys, "eval", "score", "--benchmark", benchmark, "--data", str(root), "--predictions", str(pred))
     line = one_line(err)
     assert code == 2 and message in line and "--data must be" in line
+
+
+def test_synth_merge_into_one_of_its_shards_or_a_shard_twice(capsys, tmp_path):
+    """`synth merge A A` rewrote shard A in place ("merged 3 records, 0 images"); now refused, as is a
+    shard given twice; `synth export --out FILE` said "[Errno 17] File exists"."""
+    run = tmp_path / "run"
+    assert synth(capsys, run)[0] == 0
+    before = (run / "records.jsonl").read_bytes()
+    code, _, err = cli(capsys, "synth", "merge", str(run), str(run))
+    assert code == 2 and "the merged folder is one of the shards" in one_line(err)
+    code, _, err = cli(capsys, "synth", "merge", str(tmp_path / "m"), str(run), str(run))
+    assert code == 2 and f"shard {run} is given twice" in one_line(err) and not (tmp_path / "m").exists()
+    assert (run / "records.jsonl").read_bytes() == before
+    (tmp_path / "f.json").write_text("{}")
+    code, _, err = cli(capsys, "synth", "export", str(run), "--out", str(tmp_path / "f.json"))
+    assert code == 2 and f"--out {tmp_path / 'f.json'}: is a file, not a folder" in one_line(err)

@@ -46,6 +46,8 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None, to: str = "ll
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no records to export (run `allava synth TASK --out {run_dir}` first)")
     out = Path(out_dir) if out_dir is not None else run_dir
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     tmp = {s: out / (f + ".tmp") for s, f in SPLIT_FILES.items()}
     try:

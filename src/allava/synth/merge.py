@@ -30,6 +30,11 @@ def _write_lines(path: Path, lines: list[bytes]) -> None:
 def merge(out: str | Path, shard_dirs: list[str | Path]) -> dict[str, Any]:
     out = Path(out)
     dirs = [Path(d) for d in shard_dirs]
+    if out.resolve() in {d.resolve() for d in dirs}:  # rewrote the shard in place, its images "0 merged"
+        raise SynthConfigError(f"{out}: the merged folder is one of the shards; merge into a new folder")
+    twice = sorted({str(d) for d in dirs if [x.resolve() for x in dirs].count(d.resolve()) > 1})
+    if twice:
+        raise SynthConfigError(f"shard {twice[0]} is given twice")
     for d in dirs:
         if not (d / "records.jsonl").exists() and not (d / "rejects.jsonl").exists():
             raise SynthConfigError(f"{d}: not a synth run folder (no records.jsonl / rejects.jsonl)")
