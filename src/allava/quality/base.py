@@ -129,6 +129,9 @@ class Op:
     Settings: ClassVar[type[OpSettings]] = OpSettings
     primary: ClassVar[str] = ""  # the stat that plain `min` / `max` in the YAML refer to
     needs_image: ClassVar[bool] = False
+    # stats an op gives only to some records (e.g. none on flat images): a threshold on one is valid
+    # even when no record of this input has it
+    optional_stats: ClassVar[tuple[str, ...]] = ()
     # settings that have no default and must be given (e.g. {"model": "a causal LM by hub id or path"}):
     # a config that leaves one unset fails when it is parsed, naming the op and the `--set` that fixes it
     required: ClassVar[dict[str, str]] = {}

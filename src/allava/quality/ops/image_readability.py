@@ -43,6 +43,7 @@ class ImageReadability(Op):
     primary = "sharpness"
     VERSION = "3"
     needs_image = True
+    optional_stats = ("jpeg_ghost", "detail", "iqa")  # none on flat images; iqa only with iqa_model
 
     def __init__(self, settings: ImageReadabilitySettings | None = None):
         super().__init__(settings)
