@@ -8,10 +8,11 @@ dataset-op finalize, decisions and outputs. So kept.jsonl / removed.jsonl cannot
 executor as long as each op is deterministic per record.
 
 * `LocalExecutor` (default): in-process, in the op's `batch_size`, streaming 256-record chunks.
-* `RayExecutor`: Ray Data (`ray.data`); every op is a `map_batches` over the uncached records,
-  model ops (those with a model setting) as an actor pool (`concurrency` actors, each loading
-  its model once, one GPU each where the cluster has GPUs) and batched calls; rule ops as tasks.
-  The whole input is one chunk (Ray schedules the blocks), order is preserved.
+* `RayExecutor`: Ray Data (`ray.data`); every op is a `map_batches` over the uncached records by
+  an actor pool (`concurrency` actors) with batched calls: a model op (one with a model setting)
+  loads its model once per actor, one GPU each where the cluster has GPUs; a rule op keeps its
+  per-run state (the per-image memo). The whole input is one chunk (Ray schedules the blocks), and
+  order is preserved.
 """
 from __future__ import annotations
 
@@ -115,14 +116,11 @@ class RayExecutor:
         ds = ray.data.from_items([{"i": i, "rec": pickle.dumps(r)} for i, r in enumerate(records)])
         blob = pickle.dumps(op)
         bs = max(1, op.settings.batch_size)
-        if is_model_op(op):
-            gpus = 1 if self._ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            ds = ds.map_batches(_OpWorker, fn_constructor_args=(blob, method), batch_size=bs,
-                                concurrency=self.concurrency, num_gpus=gpus)
-        else:
-            def task(batch: dict[str, Any], _blob: bytes = blob) -> dict[str, Any]:
-                return _OpWorker(_blob, method)(batch)
-            ds = ds.map_batches(task, batch_size=bs)
+        # every op as an actor pool: a model op loads its model once per actor (one GPU each where the
+        # cluster has GPUs), a rule op keeps its per-run state (the per-image memo) across batches
+        gpus = 1 if is_model_op(op) and self._ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        ds = ds.map_batches(_OpWorker, fn_constructor_args=(blob, method), batch_size=bs,
+                            concurrency=self.concurrency, num_gpus=gpus)
         rows = sorted(ds.take_all(), key=lambda row: int(row["i"]))
         if len(rows) != len(records):
             raise RuntimeError(f"ray executor: {op.name}.{method} returned {len(rows)} rows for {len(records)} records")

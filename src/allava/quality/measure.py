@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 
+def sample_key(r: dict[str, Any]) -> str:
+    """What makes two records the same sample: their image and conversations (not their ids)."""
+    return json.dumps([r.get("image"), r.get("conversations")], sort_keys=True)
+
+
 def distinct(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first record of each (image, conversations): the quickstart's balanced short VQA repeats
+    """The first record of each sample (`sample_key`): the quickstart's balanced short VQA repeats
     identical records on purpose, and a repeat is the same sample, not a clean record of its own."""
     seen: set[str] = set()
     out = []
     for r in records:
-        key = json.dumps([r.get("image"), r.get("conversations")], sort_keys=True)
+        key = sample_key(r)
         if key not in seen:
             seen.add(key)
             out.append(r)

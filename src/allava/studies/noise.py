@@ -21,7 +21,7 @@ from allava.config import SHIPPED_CONFIGS, ConfigError, load_yaml
 from allava.data.dataset import DataSource
 from allava.studies import pipeline
 from allava.studies.config import QuickstartConfig
-from allava.quality.measure import kind_table
+from allava.quality.measure import distinct, kind_table, sample_key
 from allava.studies.report import ability_table, compare, interval, strip_ids
 from allava.studies.study import Study
 
@@ -92,10 +92,6 @@ def _inject_phase(out: Path, cfg: QuickstartConfig, folder: Path, rate: float) -
             "per_kind": dict(Counter(injected.values()))}
 
 
-def _sample_key(r: dict) -> str:
-    return json.dumps([r.get("image"), r.get("conversations")], sort_keys=True)
-
-
 def _qc_distinct(noisy: Path, qc, out_dir: Path, image_folder: str | Path):
     """QC the distinct samples of `noisy`; repeats follow their first copy's verdict.
 
@@ -109,18 +105,11 @@ def _qc_distinct(noisy: Path, qc, out_dir: Path, image_folder: str | Path):
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = read_jsonl(noisy)
-    seen: set[str] = set()
-    distinct = []
-    for r in rows:
-        key = _sample_key(r)
-        if key not in seen:
-            seen.add(key)
-            distinct.append(r)
     samples = out_dir / "distinct.jsonl"
-    samples.write_text("".join(json.dumps(r) + "\n" for r in distinct))
+    samples.write_text("".join(json.dumps(r) + "\n" for r in distinct(rows)))
     run = run_qc_pipeline(samples, qc, out_dir, image_folder=image_folder)
-    kept = {_sample_key(r) for r in read_jsonl(out_dir / "kept.jsonl")}
-    expanded = [r for r in rows if _sample_key(r) in kept]
+    kept = {sample_key(r) for r in read_jsonl(out_dir / "kept.jsonl")}
+    expanded = [r for r in rows if sample_key(r) in kept]
     (out_dir / "kept-all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in expanded))
     return run, rows, expanded
 
