@@ -674,3 +674,11 @@ def test_synth_merge_into_one_of_its_shards_or_a_shard_twice(capsys, tmp_path):
     (tmp_path / "f.json").write_text("{}")
     code, _, err = cli(capsys, "synth", "export", str(run), "--out", str(tmp_path / "f.json"))
     assert code == 2 and f"--out {tmp_path / 'f.json'}: is a file, not a folder" in one_line(err)
+
+
+def test_eval_run_out_that_is_a_file(capsys, bench, checkpoint, tmp_path):
+    """`eval run --out FILE` ended in "[Errno 17] File exists: 'FILE'", naming neither --out nor why."""
+    (tmp_path / "taken").write_text("x")
+    code, _, err = cli(capsys, "eval", "run", "--model", checkpoint, "--benchmark", "synthetic", "--data", str(bench),
+                       "--out", str(tmp_path / "taken"), "--no-progress")
+    assert code == 2 and f"--out {tmp_path / 'taken'}: cannot be the run folder (a file is in the way)" in one_line(err)

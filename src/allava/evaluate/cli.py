@@ -196,7 +196,11 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
     else:
         fp = model_fingerprint(args.model)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way: "[Errno 17] File exists" said nothing of --out
+        why = "a file is in the way" if out.exists() else e.strerror
+        raise ConfigError(f"--out {out}: cannot be the run folder ({why})") from None
     lock = _lock(out)
     try:
         settings = GenerationSettings(args.max_new_tokens or bench.max_new_tokens, dtype=args.dtype)
