@@ -159,9 +159,9 @@ def test_models_and_health(server):
     assert h["status"] == "ok" and h["queued"] == 0 and "rss_mb" in h
 
 
-def post(url, body, **kw):
-    return httpx.post(url + "/v1/chat/completions", timeout=60, **({"json": body} if not isinstance(body, bytes)
-                                                                     else {"content": body}), **kw)
+def post(url, body, timeout=60, **kw):
+    return httpx.post(url + "/v1/chat/completions", timeout=timeout, **({"json": body} if not isinstance(body, bytes)
+                                                                          else {"content": body}), **kw)
 
 
 def error_of(r) -> dict:
@@ -300,6 +300,18 @@ def test_a_client_leaving_mid_stream_frees_its_row(ckpt, engine):
         after = client(url).chat.completions.create(model="tiny-llava", max_tokens=2,
                                                     messages=[{"role": "user", "content": "hi"}])
         assert after.usage.completion_tokens == 2  # the server goes on serving
+
+
+def test_a_client_giving_up_on_a_plain_request_frees_its_row(ckpt, engine):
+    slow = GatedEngine(engine.answerer, delay=0.05)
+    slow.eos = set()
+    with running(ckpt, slow, max_new_tokens=200) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            post(url, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}, timeout=1.0)
+        t0 = time.monotonic()
+        while (h := httpx.get(url + "/health").json())["cancelled"] != 1 or h["running"]:
+            assert time.monotonic() - t0 < 5, h
+            time.sleep(0.05)
 
 
 def test_an_internal_failure_is_a_500_without_a_traceback(ckpt, engine):

@@ -130,15 +130,20 @@ def _usage(job: Job) -> dict:
 
 async def _complete(request: Request, job: Job, batcher: Batcher, meta: dict) -> Response:
     text = []
+    checked = time.monotonic()
     try:
         while True:
             try:
                 kind, value = await asyncio.wait_for(job.events.get(), POLL_S)
             except asyncio.TimeoutError:
+                kind = None
+            if time.monotonic() - checked >= POLL_S:  # tokens may flow without pause: check by the clock
+                checked = time.monotonic()
                 if await request.is_disconnected():
                     batcher.cancel(job)
                     log.info("499 client closed the connection before its answer (%s)", meta["id"])
                     return Response(status_code=499)
+            if kind is None:
                 continue
             if kind == "delta":
                 text.append(value)

@@ -1,7 +1,8 @@
 """Concurrent chat requests grouped into batched ``generate`` calls.
 
-A request waits at most the collection window (``--batch-window-ms``) for company -- only while
-requests are arriving close together; a lone client's request starts at once -- then up to
+While requests arrive close together (under `QUIET_S` apart) the first one waits for the rest of the
+burst, until one `QUIET_S` passes without an arrival, at most the collection window
+(``--batch-window-ms``); a lone client's request starts at once. Then up to
 ``--max-batch-size`` compatible requests (same sampling settings; a seeded sampled request runs
 alone so its seed reproduces) go to one ``generate`` call on the generation thread. Prompts are
 left-padded (`Answerer.batch_inputs`), so a greedy answer is the same batched or alone. Every row
@@ -29,6 +30,7 @@ from allava.serve.errors import APIError, bad
 from allava.serve.protocol import ChatRequest
 
 log = logging.getLogger("allava.serve")
+QUIET_S = 0.005  # no new request for this long: the burst is over
 
 
 @dataclass
@@ -196,10 +198,11 @@ class Stats:
 class Batcher:
     """The queue: admission (429 beyond ``max_queue``), grouping, and the one generation thread."""
 
-    def __init__(self, engine: Engine, max_batch_size: int = 8, window_ms: float = 10.0, max_queue: int = 64):
+    def __init__(self, engine: Engine, max_batch_size: int = 8, window_ms: float = 50.0, max_queue: int = 64):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.window_s = window_ms / 1000
+        self.quiet_s = min(QUIET_S, self.window_s)
         self.max_queue = max_queue
         self.pending: list[Job] = []
         self.running: list[Job] = []
@@ -229,7 +232,7 @@ class Batcher:
             raise APIError(429, f"the server is busy: {self.max_queue} requests are queued or running "
                                 "(--max-queue); retry shortly", code="queue_full", retry_after=1)
         job = Job(request, prompt, max_tokens, asyncio.get_running_loop())
-        job.company = job.arrived - self._last_arrival < 2 * self.window_s  # concurrent traffic: worth a wait
+        job.company = job.arrived - self._last_arrival < self.quiet_s  # concurrent traffic: worth a wait
         self._last_arrival = job.arrived
         self.pending.append(job)
         self._wake.set()
@@ -260,9 +263,10 @@ class Batcher:
                 continue
             first = self.pending[0]
             same = sum(1 for j in self.pending if j.group == first.group)
-            wait = first.arrived + self.window_s - time.monotonic()
+            now = time.monotonic()
+            wait = min(first.arrived + self.window_s - now, self._last_arrival + self.quiet_s - now)
             if self.max_batch_size > 1 and same < self.max_batch_size and wait > 0 and (first.company or same > 1):
-                await asyncio.sleep(wait)  # a short window for the others of a burst
+                await asyncio.sleep(wait)  # the rest of a burst is still arriving
                 continue
             batch = self._take()
             self.running = batch

@@ -13,7 +13,7 @@ FLAGS: dict[str, tuple[type | None, str]] = {
     "api_key_env": (str, "environment variable holding the key clients must send (Authorization: Bearer)"),
     "insecure_no_key": (None, "serve a non-loopback address without a key"),
     "max_batch_size": (int, "requests generated together (1: no batching)"),
-    "batch_window_ms": (float, "how long a request waits for others to batch with"),
+    "batch_window_ms": (float, "the longest a request waits for the rest of a burst to batch with (the wait ends 5 ms after the last arrival)"),
     "max_queue": (int, "requests queued or running before new ones get 429"),
     "max_new_tokens": (int, "largest max_tokens, also used when a request gives none"),
     "image_root": (str, "allow file:// image URLs below this folder"),

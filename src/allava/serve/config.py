@@ -20,7 +20,7 @@ class ServeConfig:
     api_key_env: str | None = None
     insecure_no_key: bool = False
     max_batch_size: int = 8
-    batch_window_ms: float = 10.0  # how long the first request of a batch waits for company
+    batch_window_ms: float = 50.0  # the longest the first request of a burst waits for the rest
     max_queue: int = 64  # requests waiting or running; beyond it: 429
     max_new_tokens: int = 256  # default and upper bound of max_tokens
     image_root: Path | None = None  # file:// URLs are allowed only below it
