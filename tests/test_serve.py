@@ -216,6 +216,16 @@ def test_size_limits_are_413(ckpt, engine):
         assert wide.status_code == 413
         err = error_of(wide)
         assert "--max-image-pixels" in err["message"] and err["param"] == "messages[0].content[0].image_url"
+    from PIL import Image
+
+    bomb = Image.new("1", (14000, 13000))  # 182 M pixels in 22 kB of PNG: PIL refuses it on open
+    import base64
+    import io
+    buf = io.BytesIO()
+    bomb.save(buf, "PNG")
+    with running(ckpt, engine, max_image_pixels=10 ** 12) as url:
+        r = post(url, {"messages": [image_message("hi", "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())]})
+        assert r.status_code == 413 and "--max-image-pixels" in error_of(r)["message"]
     with running(ckpt, engine, max_image_bytes=100) as url:
         heavy = post(url, {"messages": [image_message("hi", data_url(size=(60, 60), fmt="BMP"))]})
         assert heavy.status_code == 413 and "--max-image-bytes" in error_of(heavy)["message"]

@@ -35,7 +35,10 @@ def decode(data: bytes, param: str, cfg: ServeConfig) -> Image.Image:
             return im.convert("RGB")
     except APIError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # PIL's own guard fired first (far over any sane limit)
+        raise APIError(413, f"{param}: the image's pixel count is over this server's limit of "
+                            f"{cfg.max_image_pixels:,} (--max-image-pixels)", param=param) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise bad(param, f"not a decodable image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
