@@ -184,3 +184,27 @@ def test_image_ops_decode_each_image_file_once(tmp_path, monkeypatch):
     os.utime(tmp_path / "a.png", ns=(1, 1))  # the file changed: decoded again
     op.compute(recs[:1])
     assert len(calls) == 2
+
+
+def test_iqa_backend_selectable_by_name(tmp_path):
+    """`iqa_backend` picks a registered IQA scorer by name (transformers is the built-in one)."""
+    from allava.quality.iqa import IQA_BACKENDS, register_iqa
+
+    class Mean:
+        def __init__(self, ref, label, device):
+            self.ref = ref
+
+        def score(self, images):
+            return [float(sum(im.convert("L").getdata())) / (im.width * im.height) for im in images]
+
+    register_iqa("test-mean")(Mean)
+    try:
+        _cross(tmp_path / "a.png", (200, 40, 40))
+        cfg = parse_config({"ops": [{"name": "image_readability", "iqa_model": "any", "iqa_backend": "test-mean"}]})
+        st = cfg.ops[0].op.compute([QCRecord("a", [], image="a.png", image_file=tmp_path / "a.png")])
+        assert 100 < st[0]["iqa"] < 235
+        bad = parse_config({"ops": [{"name": "image_readability", "iqa_model": "x", "iqa_backend": "nope"}]})
+        with pytest.raises(ConfigError, match="unknown iqa_backend 'nope'; known: .*transformers"):
+            bad.ops[0].op.compute([QCRecord("a", [], image="a.png", image_file=tmp_path / "a.png")])
+    finally:
+        IQA_BACKENDS.pop("test-mean", None)

@@ -9,9 +9,32 @@ settings fail there with the model's labels in the message, not as silent NaNs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+# IQA backends by name (`image_readability.iqa_backend`): each builds a scorer from (model ref, label,
+# device) whose `score(list of PIL RGB images)` returns one float per image, higher = better. Register
+# your own (e.g. a pyiqa MANIQA/MUSIQ wrapper) with `@register_iqa("name")`.
+IQA_BACKENDS: dict[str, Callable[[str, str | None, str], Any]] = {}
 
+
+def register_iqa(name: str):
+    def wrap(factory):
+        IQA_BACKENDS[name] = factory
+        return factory
+    return wrap
+
+
+def load_iqa(backend: str, ref: str, label: str | None = None, device: str = "cpu") -> Any:
+    """The scorer of IQA backend `backend` for model `ref`; an unknown backend is a one-line error."""
+    if backend not in IQA_BACKENDS:
+        from allava.config import ConfigError
+
+        raise ConfigError(f"image_readability: unknown iqa_backend {backend!r}; known: {sorted(IQA_BACKENDS)}")
+    return IQA_BACKENDS[backend](ref, label, device)
+
+
+@register_iqa("transformers")
 class IQAModel:
     def __init__(self, ref: str, label: str | None = None, device: str = "cpu"):
         from transformers import AutoImageProcessor, AutoModelForImageClassification

@@ -33,6 +33,7 @@ class ImageReadabilitySettings(OpSettings):
     max_side: int = 512  # analyse at most this resolution (blur depends on scale, so it is in the cache key)
     iqa_model: str | None = None  # hub id or local path of an IQA model (image classifier / regressor)
     iqa_label: str | None = None  # its label meaning "good" (multi-label heads with non-numeric labels)
+    iqa_backend: str = "transformers"  # how iqa_model is loaded: a name registered in allava.quality.iqa
     compression: bool = True  # jpeg_ghost and detail (about 3 ms per image at 96 px)
     device: str = no_cache("cpu")
 
@@ -86,7 +87,7 @@ class ImageReadability(Op):
             return
         from PIL import Image
 
-        from allava.quality.iqa import IQAModel
+        from allava.quality.iqa import load_iqa
 
         images, ok = [], []
         for stats, r in todo:
@@ -101,7 +102,7 @@ class ImageReadability(Op):
             return
         if self.iqa is None:
             s = self.settings
-            self.iqa = IQAModel(s.iqa_model, s.iqa_label, s.device)
+            self.iqa = load_iqa(s.iqa_backend, s.iqa_model, s.iqa_label, s.device)
         try:
             scores: list[float | None] = list(self.iqa.score(images))
         except Exception:  # noqa: BLE001 - find the image that breaks the batch
