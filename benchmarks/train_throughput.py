@@ -1,23 +1,24 @@
-"""Training throughput: samples/s with vs without the vision-feature cache, and with vs without the
-LM head restricted to labelled positions, on the same data and steps, printed as ratios in one run.
+"""Training throughput, measured against what a user following the Hugging Face docs would write.
 
-Builds its own tiny backbones from a preset (random init, no downloads) and its own short-answer
-VQA data (PNG images of random shapes, one question and a one-word answer each, as in the
-quickstart's stage 2), then trains the same ``run_stage`` four ways:
+``--compare hf`` (default): a plain ``transformers.Trainer`` + ``LlavaForConditionalGeneration`` +
+the processor's chat template (``apply_chat_template``, then ``processor(text, images)`` in the
+collator: images decoded and preprocessed every step, the vision tower run every step, padding
+to the batch's longest, labels = every non-pad, non-image token) against ``allava train``'s
+``run_stage`` (modality-length grouping, cached vision features, the labels-only LM head, and
+``--packing``), from the same saved initial model, on the same records, batch and steps, on two
+data sets: an image + text mix (captions, short VQA and text-only records) and short VQA only.
+Prints samples/s of each and the ratio, min and median over ``--rounds`` interleaved rounds, and
+padded/real tokens of each arm's batches (the same lengths, in each arm's batch order).
 
-    cache off / full head   (the old path: decode + preprocess + vision tower every step, head on every position)
-    cache off / labels-only head
-    cache on  / full head
-    cache on  / labels-only head (the default)
+``--compare features``: the older study, cache on/off x labels-only head on/off within allava.
 
-samples/s is timed over the training steps after the first few (which pay one-off kernel and
-allocator warm-up), the best of ``--rounds`` interleaved rounds (the machine may be shared); the
-one-off cost of filling the store is printed separately, and the loss curves of the runs are
-compared (they must agree).
+samples/s is timed over the training steps after the first ``steps // 10`` (one-off kernel and
+allocator warm-up); the feature store is filled once, before the first allava round, and its cost
+printed separately. The machine may be shared: run the arms interleaved and read min and median.
 
-    python benchmarks/train_throughput.py                       # quickstart preset, CPU, ~1-2 minutes on 2 cores
-    python benchmarks/train_throughput.py --steps 200 --threads 8
-    python benchmarks/train_throughput.py --lm-vocab 51200   # the head at Phi-2's vocabulary size
+    python benchmarks/train_throughput.py                       # quickstart preset, CPU, a few minutes on 2 cores
+    python benchmarks/train_throughput.py --threads 2 --json out.json
+    python benchmarks/train_throughput.py --compare features --lm-vocab 51200
 """
 from __future__ import annotations
 
@@ -80,6 +81,25 @@ def build_data(root: Path, n_images: int, n_records: int, image_px: int) -> Path
         (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
         im.save(root / "images" / f"{i}.png")
         facts.append((colour, shape))
+    with open(root / "mix.jsonl", "w") as f:  # captions, short VQA and text-only, a third each
+        for r in range(n_records):
+            i = r % n_images
+            colour, shape = facts[i]
+            kind = r % 3
+            if kind == 0:
+                cap = (f"A {colour} {shape} fills the middle of the picture on a dark noisy background, "
+                       f"with nothing else in view; the {shape} is {colour} and large.")
+                rec = {"id": f"c{r}", "image": f"{i}.png", "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image in detail."}, {"from": "gpt", "value": cap}]}
+            elif kind == 1:
+                rec = {"id": f"q{r}", "image": f"{i}.png", "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is the shape?\nAnswer the question using a single word or phrase."},
+                    {"from": "gpt", "value": colour}]}
+            else:
+                words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40)))
+                rec = {"id": f"t{r}", "conversations": [
+                    {"from": "human", "value": f"Repeat the words: {words}"}, {"from": "gpt", "value": words}]}
+            f.write(json.dumps(rec) + "\n")
     with open(root / "vqa.jsonl", "w") as f:
         for r in range(n_records):
             i = r % n_images
@@ -108,8 +128,160 @@ def step_timer(warm: int):
     return Timer()
 
 
+def hf_messages(rec: dict) -> list[dict]:
+    """LLaVA conversations as the processor's chat-template messages (image as a content part)."""
+    out = []
+    for turn in rec["conversations"]:
+        role = "user" if turn["from"] == "human" else "assistant"
+        text = turn["value"]
+        content = []
+        if "<image>" in text:
+            content.append({"type": "image"})
+            text = text.replace("<image>\n", "").replace("<image>", "")
+        content.append({"type": "text", "text": text})
+        out.append({"role": role, "content": content})
+    return out
+
+
+def hf_collator(processor, image_folder: Path):
+    """The docs' collator: render with the chat template, decode + preprocess the images, pad to
+    the longest, train on every non-pad, non-image token."""
+    from PIL import Image
+
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+
+    def collate(recs: list[dict]) -> dict:
+        texts = [processor.apply_chat_template(hf_messages(r), tokenize=False) for r in recs]
+        images = [Image.open(image_folder / r["image"]).convert("RGB") for r in recs if r.get("image")]
+        batch = processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = -100
+        labels[labels == image_id] = -100
+        batch["labels"] = labels
+        return dict(batch)
+
+    return collate
+
+
+def run_hf(model_dir: str, records: list[dict], image_folder: Path, out: Path, args, warm: int, bf16: bool) -> float:
+    """The plain Trainer arm; returns samples/s after the warm-up steps."""
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "right"
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    model.model.vision_tower.requires_grad_(False)  # frozen, as in both ALLaVA stages
+    targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
+                              learning_rate=1e-3, use_cpu=not torch.cuda.is_available(), bf16=bf16,
+                              report_to="none", remove_unused_columns=False, save_strategy="no", logging_steps=10,
+                              disable_tqdm=True, seed=0, dataloader_num_workers=0)
+    timer = step_timer(warm)
+    Trainer(model=model, args=targs, train_dataset=records, data_collator=hf_collator(processor, image_folder),
+            callbacks=[timer]).train()
+    return timer.steps * args.batch / (timer.t1 - timer.t0)
+
+
+def padding(lengths: list[int], orders: list[list[int]], batch: int, collate) -> float:
+    """Tokens fed per real token over the batches of each order (``collate``: a list of lengths ->
+    the batch's token count)."""
+    real = fed = 0
+    for order in orders:
+        for k in range(0, len(order) - batch + 1, batch):
+            chunk = [lengths[i] for i in order[k:k + batch]]
+            real, fed = real + sum(chunk), fed + collate(chunk)
+    return fed / real
+
+
+def padding_report(dataset, batch: int, packing: bool) -> dict[str, float]:
+    """padded/real tokens: the baseline's random order padded to the longest, ours grouped and
+    padded to a multiple of 8 (and packed), on the same encoded lengths."""
+    import torch
+
+    from allava.data.dataset import Collator, PackingCollator
+    from allava.train.sampler import ModalityGroupedSampler
+
+    lengths = [len(dataset.encoder.encode(dataset.record(i)[0]["conversations"]).input_ids) for i in range(len(dataset))]
+    signed = [n if m > 0 else -n for n, m in zip(lengths, dataset.modality_lengths)]
+    g = torch.Generator().manual_seed(0)
+    rand = [torch.randperm(len(lengths), generator=g).tolist()]
+    grouped = [list(ModalityGroupedSampler(signed, batch, seed=0))]
+
+    def fake(chunk):
+        return [{"input_ids": torch.zeros(n, dtype=torch.long), "labels": torch.zeros(n, dtype=torch.long),
+                 "pixel_values": None} for n in chunk]
+
+    ours = PackingCollator(0, 8) if packing else Collator(0, 8)
+    return {"baseline": padding(lengths, rand, batch, lambda c: len(c) * max(c)),
+            "allava": padding(lengths, grouped, batch, lambda c: ours(fake(c))["input_ids"].numel())}
+
+
+def compare_hf(args, root: Path, clip: str, lm: str, data_root: Path) -> dict:
+    import statistics
+
+    import torch
+
+    from allava.data.dataset import ConversationDataset, DataSource
+    from allava.data.tokenize import ConversationEncoder
+    from allava.model.build import ModelSpec, Recipe, build_model, save_checkpoint
+    from allava.train.precision import use_bf16
+    from allava.train.stages import StageConfig, run_stage
+
+    spec = ModelSpec(vision_tower=clip, language_model=lm, template="human_assistant",
+                     vision_feature_layer=args.layer, vision_feature_select_strategy=args.strategy)
+    torch.manual_seed(0)
+    model, processor = build_model(spec)
+    init = root / "init"
+    save_checkpoint(model, processor, Recipe(spec=spec), init)
+    bf16 = use_bf16("auto")
+    warm = max(1, args.steps // 10)
+    images = data_root / "images"
+    report: dict = {"threads": torch.get_num_threads(), "steps": args.steps, "batch": args.batch, "sets": {}}
+    for name in ("mix", "vqa"):
+        path = data_root / f"{name}.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        cfg = StageConfig(data=[DataSource(str(path), str(images))], train=["projector", "language_model"],
+                          max_steps=args.steps, global_batch_size=args.batch, per_device_batch_size=args.batch,
+                          lr=1e-3, save_steps=10**9, logging_steps=10, seed=0, packing=args.packing,
+                          model_max_length=2048)
+        enc = ConversationEncoder(processor.tokenizer, spec.template, processor.image_token,
+                                  model.config.image_seq_length, cfg.model_max_length)
+        pads = padding_report(ConversationDataset(cfg.data, enc, processor.image_processor), args.batch, args.packing)
+        rates: dict[str, list[float]] = {"baseline": [], "allava": []}
+        cache_s = 0.0
+        for rnd in range(args.rounds):
+            rates["baseline"].append(run_hf(str(init), records, images, root / "runs" / f"hf-{name}-{rnd}", args,
+                                            warm, bf16))
+            timer = step_timer(warm)
+            r = run_stage("bench", cfg, str(init), root / "runs" / f"allava-{name}-{rnd}", spec, progress=False,
+                          callbacks=[timer], feature_cache_dir=root / "feature_cache")
+            cache_s = max(cache_s, r.feature_cache.get("compute_s", 0.0)) if rnd == 0 else cache_s
+            rates["allava"].append(timer.steps * args.batch / (timer.t1 - timer.t0))
+            print(f"[{name} round {rnd + 1}] baseline {rates['baseline'][-1]:7.1f}  allava {rates['allava'][-1]:7.1f} "
+                  f"samples/s", flush=True)
+        ratios = [a / b for a, b in zip(rates["allava"], rates["baseline"])]
+        entry = {"samples_per_s": {k: {"min": min(v), "median": statistics.median(v), "all": v} for k, v in rates.items()},
+                 "ratio": {"min": min(ratios), "median": statistics.median(ratios), "all": ratios},
+                 "padded_per_real_token": pads, "feature_cache_fill_s": cache_s, "records": len(records)}
+        report["sets"][name] = entry
+    label = {"mix": "image+text mix", "vqa": "short VQA"}
+    print(f"\nallava train vs plain transformers.Trainer ({report['threads']} threads, {args.steps} steps of "
+          f"{args.batch}, {args.rounds} interleaved rounds; packing {'on' if args.packing else 'off'})")
+    for name, e in report["sets"].items():
+        b, a, q = e["samples_per_s"]["baseline"], e["samples_per_s"]["allava"], e["ratio"]
+        print(f"  {label[name]:15s} baseline {b['min']:7.1f} / {b['median']:7.1f}   allava {a['min']:7.1f} / "
+              f"{a['median']:7.1f} samples/s (min / median)   ratio {q['min']:.2f}-{q['median']:.2f}x   "
+              f"padded/real tokens {e['padded_per_real_token']['baseline']:.2f} vs "
+              f"{e['padded_per_real_token']['allava']:.2f}   (feature store filled once: {e['feature_cache_fill_s']:.1f} s)")
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compare", choices=("hf", "features"), default="hf")
+    ap.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True,
+                    help="allava arm packs batches (--no-packing: grouping and cache only)")
+    ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--preset", default="quickstart")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16)
@@ -119,7 +291,7 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=-1, help="vision_feature_layer (quickstart: -1)")
     ap.add_argument("--strategy", default="full", help="vision_feature_select_strategy (quickstart: full)")
     ap.add_argument("--lm-vocab", type=int, default=0, help="LM head rows (0: the toy tokenizer's 512)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best samples/s of each is kept")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (min and median reported)")
     args = ap.parse_args()
 
     import torch
@@ -133,6 +305,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="allava-train-bench-"))
     clip, lm = build_backbones(root / "backbones", args.preset, args.lm_vocab)
     data = build_data(root / "data", args.images, args.steps * args.batch, args.image_px)
+    if args.compare == "hf":
+        report = compare_hf(args, root, clip, lm, root / "data")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return
     spec = ModelSpec(vision_tower=clip, language_model=lm, template="plain", vision_feature_layer=args.layer,
                      vision_feature_select_strategy=args.strategy)
     base = StageConfig(data=[DataSource(str(data), str(root / "data" / "images"))],
