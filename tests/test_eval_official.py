@@ -220,6 +220,38 @@ def test_textvqa_llava_answers_by_image_id_and_ocr_guard(tmp_path):
         bench.load(tmp_path)
 
 
+def test_textvqa_vlmevalkit_predictions_match_by_question_and_answers(tmp_path, capsys):
+    """VLMEvalKit vlmeval/inference.py writes <model>_TextVQA_VAL.xlsx as TextVQA_VAL.tsv's rows (index,
+    question, answer = str(list of the 10 answers); image popped) plus 'prediction'; its index counts rows
+    and is no question id. Two 'what brand?' questions on different images: matched by question + answers,
+    the row order differing from ours; by index they would swap (33.33). vqa_eval.py process_line
+    'vqa_score' is the same leave-one-out accuracy: Canon right, nikon wrong, 1999 right -> 66.67."""
+    openpyxl = pytest.importorskip("openpyxl")
+    (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [
+        {"question_id": 0, "question": "what brand?", "image_id": "im1", "answers": ["kodak"] * 10},
+        {"question_id": 1, "question": "what brand?", "image_id": "im2", "answers": ["canon"] * 9 + ["cannon"]},
+        {"question_id": 2, "question": "what year?", "image_id": "im1", "answers": ["1999"] * 10}]}))
+    rows = [(0, "what brand?", str(["cannon"] + ["canon"] * 9), "Canon"),
+            (1, "what brand?", str(["kodak"] * 10), "nikon"), (2, "what year?", str(["1999"] * 10), "1999")]
+    wb = openpyxl.Workbook()
+    wb.active.append(["index", "question", "answer", "prediction"])
+    for r in rows:
+        wb.active.append(list(r))
+    wb.save(tmp_path / "llava_TextVQA_VAL.xlsx")
+    (tmp_path / "llava_TextVQA_VAL.tsv").write_text("index\tquestion\tanswer\tprediction\n" +
+                                                    "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    for name in ("llava_TextVQA_VAL.xlsx", "llava_TextVQA_VAL.tsv"):
+        assert main(["score", "--benchmark", "textvqa-noocr", "--data", str(tmp_path), "--predictions",
+                     str(tmp_path / name)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["answer_format"] == "vlmevalkit" and out["accuracy"] == 66.67 and out["n_missing"] == 0
+    from allava.evaluate.answers import read_answers
+
+    bench = get_benchmark("textvqa-noocr")
+    got = bench.match(bench.load(tmp_path), read_answers(tmp_path / "llava_TextVQA_VAL.tsv")[0])
+    assert got == {"1": "Canon", "0": "nikon", "2": "1999"}
+
+
 def test_mmbench_vlmevalkit_xlsx(tmp_path, capsys):
     """VLMEvalKit's <model>_MMBench_DEV_EN.xlsx: the TSV's columns plus 'prediction', one row per index."""
     openpyxl = pytest.importorskip("openpyxl")

@@ -14,8 +14,10 @@ from allava.evaluate.benchmarks.base import (
     Benchmark,
     BenchmarkError,
     Sample,
+    blank,
     first_existing,
     only_answered,
+    question_key,
     pct,
     read_json,
     read_jsonl,
@@ -37,6 +39,30 @@ def llava_question(prompt: str) -> str:
     if len(lines) >= 2 and lines[0].startswith("Reference OCR token:"):
         return lines[1].lower()
     return lines[0].lower()
+
+
+def _answer_list(cell) -> list[str]:
+    """A VLMEvalKit ``answer`` cell: the annotators' answers as a list literal (``str(list)``), or one answer."""
+    if blank(cell):
+        return []
+    if isinstance(cell, (list, tuple)):
+        return [str(x) for x in cell]
+    text = str(cell).strip()
+    if text.startswith("["):
+        import ast
+
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, (list, tuple)):
+            return [str(x) for x in value]
+    return [text]
+
+
+def _content_key(question, gold) -> tuple:
+    """A TextVQA question as a tool that keeps no id shows it: its text and its (unordered) answers."""
+    return (question_key(question), tuple(sorted(" ".join(str(a).split()).lower() for a in gold or [])))
 
 
 @register_benchmark("textvqa")
@@ -110,9 +136,25 @@ class TextVQA(Benchmark):
         return samples
 
     def match(self, samples, answers):
-        """Ours, lmms-eval's and VLMEvalKit's ids are question ids; LLaVA's answers carry the image id
-        and their prompt holds the question (``eval_textvqa.py`` looks them up by both)."""
-        out = super().match(samples, answers)
+        """Ours and lmms-eval's ids are question ids; LLaVA's answers carry the image id and their
+        prompt holds the question (``eval_textvqa.py`` looks them up by both). VLMEvalKit's
+        ``<model>_TextVQA_VAL.xlsx`` rows (``inference.py``: TextVQA_VAL.tsv's index, question, answer,
+        with the image column dropped and ``prediction`` added) carry neither id: their ``index`` counts
+        rows, so they are matched by content, question + the row's 10 answers (a list literal)."""
+        foreign = [a for a in answers if "prediction" in a.fields and not blank(a.fields.get("question"))]
+        out = super().match(samples, [a for a in answers if not ("prediction" in a.fields
+                                                                 and not blank(a.fields.get("question")))])
+        free: dict[tuple, list[str]] = {}
+        for s in samples:
+            if s.question_id not in out:
+                free.setdefault(_content_key(s.meta["question"], s.target), []).append(s.question_id)
+                free.setdefault((question_key(s.meta["question"]),), []).append(s.question_id)
+        for a in foreign:
+            gold = _answer_list(a.fields.get("answer"))
+            key = _content_key(a.fields["question"], gold) if gold else (question_key(a.fields["question"]),)
+            cands = [q for q in free.get(key, []) if q not in out]
+            if cands and (gold or len(cands) == 1):  # question alone only when no other question reads alike
+                out[cands[0]] = a.text
         by_key = {(s.meta["image_id"], s.meta["question"]): s.question_id for s in samples}
         for a in answers:
             if a.qid is None or a.qid in out:
