@@ -18,12 +18,12 @@ next to `check_answer`, so a record is "incorrect" when either finds a problem.
 """
 from __future__ import annotations
 
-import random
 import re
 from functools import lru_cache
 
-from allava.scenes.abilities import SHORT_ANSWER_PROMPT, ask, where
+from allava.scenes.abilities import SHORT_ANSWER_PROMPT, where
 from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, plural
+from allava.scenes.verify import scene_questions
 
 _NAMES = sorted(SHAPES + THINGS, key=len, reverse=True)
 _NAME_FORMS = {plural(n): n for n in _NAMES} | {n: n for n in _NAMES}
@@ -46,7 +46,6 @@ INTENTS = (  # first match wins; the scene abilities' question words
 _KEY_WORDS = (set(COLORS) | {"small", "large", "largest", "biggest", "smallest", "tiniest", "sky", "ground", "top",
               "bottom", "left", "right", "center", "above", "below"} | set(_NAME_FORMS))
 _SAME = {"biggest": "largest", "tiniest": "smallest"}
-INDEX_DRAWS = 24
 
 
 def _norm(text: str) -> str:
@@ -90,10 +89,8 @@ def question_key(question: str) -> tuple[str | None, frozenset[str]]:
 @lru_cache(maxsize=1024)
 def _key_index(scene: Scene) -> dict[tuple[str | None, frozenset[str]], frozenset[str]]:
     index: dict[tuple[str | None, frozenset[str]], set[str]] = {}
-    for k in range(INDEX_DRAWS):
-        for qas in ask(scene, random.Random(f"premise/{scene.seed}/{k}")).values():
-            for qa in qas:
-                index.setdefault(question_key(qa.question), set()).add(qa.answer)
+    for qa in scene_questions(scene):  # every phrasing, enumerated (was 24 random draws)
+        index.setdefault(question_key(qa.question), set()).add(qa.answer)
     return {key: frozenset(v) for key, v in index.items()}
 
 

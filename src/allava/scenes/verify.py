@@ -10,16 +10,19 @@ all free-form data, and this judge must never call clean scene data wrong.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from allava.scenes.abilities import SHORT_ANSWER_PROMPT, ask, where
+from allava.scenes.abilities import ABILITIES, QA, SHORT_ANSWER_PROMPT, ask, where
 from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, SceneObject
 from allava.scenes.teacher import NUM_WORDS, background_phrase
 
-INDEX_DRAWS = 48  # question templates are drawn at random (<= 4 per question): 48 draws miss one with p < 1e-5
+INDEX_DRAWS = 48  # the sampling fallback (an ability that draws more than `rng.choice`): 48 draws per scene
 _NAMES = "|".join(sorted(SHAPES + THINGS, key=len, reverse=True))
 _COLORS = "|".join(COLORS)
 _NP = rf"(?:(small|large) )?(?:({_COLORS}) )?({_NAMES}|shape|object)"
@@ -142,11 +145,85 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text).strip()
 
 
+_MARK = "\x00phrasing\x00"  # an Alts' own text: in any other string, an Alts was used some other way
+
+
+class Alts(str):
+    """Every phrasing a template choice can give: `_pick`'s `rng.choice(templates).format(**kw)`
+    returns all templates filled with all combinations of the keyword alternatives."""
+
+    options: tuple[str, ...]
+
+    def __new__(cls, options: Sequence[str]) -> "Alts":
+        self = super().__new__(cls, _MARK)
+        self.options = tuple(dict.fromkeys(options))
+        return self
+
+    def format(self, *args: object, **kw: object) -> "Alts":  # type: ignore[override]
+        if args:
+            raise TypeError("Alts.format takes keyword fields only")
+        keys = list(kw)
+        values = [v.options if isinstance(v, Alts) else (v,) for v in kw.values()]
+        return Alts([t.format(**dict(zip(keys, combo))) for t in self.options for combo in itertools.product(*values)])
+
+
+class EnumRng:
+    """A stand-in for `random.Random` whose `choice` returns all its options at once (an `Alts`).
+    It has no other method: an ability drawing anything else raises and is sampled instead."""
+
+    def choice(self, seq: Sequence[str]) -> Alts:
+        if not all(isinstance(x, str) for x in seq):
+            raise TypeError("EnumRng chooses among strings only")
+        return Alts([x for x in seq])
+
+
+def _phrasings(qa: QA) -> tuple[str, ...] | None:
+    """All phrasings of an enumerated QA; None when an alternative leaked into other text."""
+    q = qa.question
+    options = q.options if isinstance(q, Alts) else (str(q),)
+    if any(_MARK in t for t in (*options, qa.answer, qa.reason)):
+        return None
+    return options
+
+
+@lru_cache(maxsize=4096)
+def scene_questions(scene: Scene) -> tuple[QA, ...]:
+    """Every question the scene abilities can ask about `scene`, one QA per phrasing (ability order,
+    then each ability's QA order, then template order). Exact: each `_pick` template choice is
+    enumerated rather than drawn. An ability that uses its rng otherwise (or whose alternatives end
+    up outside the question) falls back to INDEX_DRAWS random draws, which may miss a phrasing."""
+    out: list[QA] = []
+    for name in ABILITIES:
+        try:
+            found: list[tuple[QA, tuple[str, ...] | None]] | None = [
+                (qa, _phrasings(qa)) for qa in ask(scene, EnumRng(), [name]).get(name, [])]  # type: ignore[arg-type]
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            found = None  # sampled below
+        if found is not None and all(p is not None for _, p in found):
+            out += [dataclasses.replace(qa, question=p) for qa, ps in found for p in ps]  # type: ignore[union-attr]
+            continue
+        seen: set[QA] = set()
+        for k in range(INDEX_DRAWS):
+            for qa in ask(scene, random.Random(f"judge/{scene.seed}/{name}/{k}"), [name]).get(name, []):
+                if qa not in seen:
+                    seen.add(qa)
+                    out.append(qa)
+    return tuple(out)
+
+
 @lru_cache(maxsize=1024)
 def question_index(scene: Scene) -> dict[str, frozenset[tuple[str, str]]]:
     """Every question the scene abilities ask about `scene` (normalised) -> its (ability, answer)s."""
     index: dict[str, set[tuple[str, str]]] = {}
-    for k in range(INDEX_DRAWS):
+    for qa in scene_questions(scene):
+        index.setdefault(_norm(qa.question), set()).add((qa.ability, qa.answer))
+    return {q: frozenset(a) for q, a in index.items()}
+
+
+def sampled_question_index(scene: Scene, draws: int = INDEX_DRAWS) -> dict[str, frozenset[tuple[str, str]]]:
+    """The previous index: `draws` random draws of every ability (kept to test and time the exact one)."""
+    index: dict[str, set[tuple[str, str]]] = {}
+    for k in range(draws):
         for qas in ask(scene, random.Random(f"judge/{scene.seed}/{k}")).values():
             for qa in qas:
                 index.setdefault(_norm(qa.question), set()).add((qa.ability, qa.answer))

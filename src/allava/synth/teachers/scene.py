@@ -24,7 +24,6 @@ from allava.synth.base import (
 from allava.synth.tasks.common import approx_tokens, message_text
 
 MODEL = "scene-graph"
-QA_DRAWS = 12  # question templates are drawn at random: this many draws cover every phrasing
 
 
 def _rng(request: Request) -> random.Random:
@@ -49,18 +48,21 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text).strip()
 
 
-def find_qa(scene: Scene, text: str, key: str) -> QA | None:
-    """The scene QA whose question is `text`, or is asked at the end of `text`."""
+def find_qa(scene: Scene, text: str, key: str = "") -> QA | None:
+    """The scene QA whose question is `text`, or is asked at the end of `text` (the longest such).
+    Every phrasing is enumerated (`allava.scenes.verify.scene_questions`), so none is missed; `key`
+    is kept for callers of the sampling version it replaced and no longer matters."""
+    from allava.scenes.verify import scene_questions
+
     target = _norm(text)
     best: QA | None = None
-    for k in range(QA_DRAWS):
-        for qas in ask(scene, random.Random(f"{key}/{k}")).values():
-            for qa in qas:
-                q = _norm(qa.question)
-                if q == target:
-                    return qa
-                if q and target.endswith(q) and (best is None or len(q) > len(_norm(best.question))):
-                    best = qa
+    best_len = 0
+    for qa in scene_questions(scene):
+        q = _norm(qa.question)
+        if q == target:
+            return qa
+        if q and len(q) > best_len and target.endswith(q):
+            best, best_len = qa, len(q)
     return best
 
 
