@@ -496,6 +496,33 @@ def test_mmbench_legacy_llava_tsv_as_data(tmp_path):
     assert bench.score(samples, {"0": "A", "1000000": "B"})["circular_accuracy"] == 100.0
 
 
+def test_mmbench_cn_tsv_loads_and_scores_as_mmbench(tmp_path, capsys):
+    """scripts/v1_5/eval/mmbench_cn.sh: model_vqa_mmbench.py --lang cn --single-pred-prompt on
+    mmbench_dev_cn_20231003.tsv (index, question, hint, A-D, answer, category, image, source, l2-category,
+    comment, split; the rotated copy at index + 1e6 points at the original's image by index), no
+    --all-rounds, so each row is answered once with round_id 0 and the prompt ends in '请直接回答选项字母。'.
+    CircularEval: question 0 right in both copies (100.0); a wrong copy fails it (0.0)."""
+    import base64
+
+    img = base64.b64encode(png()).decode()
+    header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\tsource\tl2-category\tcomment\tsplit\n"
+    rows = [f"0\t图中是什么动物？\tnan\t猫\t狗\t\t\tA\tobject\t{img}\tsrc\tperception\tnan\tdev\n",
+            "1000000\t图中是什么动物？\tnan\t狗\t猫\t\t\tB\tobject\t0\tsrc\tperception\tnan\tdev\n"]
+    tsv = tmp_path / "mmbench_dev_cn_20231003.tsv"
+    tsv.write_text(header + "".join(rows), encoding="utf-8")
+    samples = get_benchmark("mmbench").load(tsv)
+    assert [(s.question_id, s.target) for s in samples] == [("0", "A"), ("1000000", "B")]
+    assert samples[1].prompt == "图中是什么动物？\nA. 狗\nB. 猫\n请直接回答选项字母。"
+    for second, want in (("B", 100.0), ("A", 0.0)):
+        preds = jsonl(tmp_path / "llava-v1.5-13b.jsonl", [
+            {"question_id": idx, "round_id": 0, "prompt": "p", "text": text, "options": ["x", "y"],
+             "option_char": ["A", "B"], "answer_id": "a", "model_id": "m", "metadata": {}}
+            for idx, text in ((0, "A"), (1000000, second))])
+        assert main(["score", "--benchmark", "mmbench", "--data", str(tsv), "--predictions", str(preds)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["circular_accuracy"] == want and out["n_missing"] == 0 and out["language"] == "cn"
+
+
 # --- lmms-eval and VLMEvalKit answers for ScienceQA and MMMU; lmms-eval's MMBench ------------------
 def test_scienceqa_lmms_eval_and_vlmevalkit_answers_match_by_question(tmp_path):
     """lmms-eval scienceqa_img docs (lmms-lab/ScienceQA: question, hint, choices; no problem id) and

@@ -107,7 +107,8 @@ def _jsonl_rows(rows: list[Any], path: Path) -> tuple[list[Answer], str]:
             if "round_id" in row:  # LLaVA model_vqa_mmbench --all-rounds: one line per rotation
                 from allava.evaluate.benchmarks.mmbench import OFFSET
 
-                qid = str(int(row["question_id"]) % OFFSET + int(row["round_id"]) * OFFSET)
+                q, r = int(row["question_id"]), int(row["round_id"])
+                qid = str(q if r == 0 else q % OFFSET + r * OFFSET)  # a legacy TSV's copy (index >= 1e6) is round 0
             out.append(Answer(str(row["text"]), qid, row))
             kind = kind or "llava"
         else:

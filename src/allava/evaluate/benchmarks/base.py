@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's answer-format suffixes
 LETTER_ANSWER = "Answer with the option's letter from the given choices directly."
+LETTER_ANSWER_CN = "请直接回答选项字母。"  # model_vqa_mmbench.py --lang cn (scripts/v1_5/eval/mmbench_cn.sh)
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -128,7 +129,7 @@ def question_key(text: Any) -> str:
     """A question as every tool can be matched on: no image marker, answer-format suffix, or
     MME's 'Please answer yes or no.' (lmms-eval drops it); lowercased."""
     t = str(text or "").replace("<image>", "")
-    for suffix in (SHORT_ANSWER, LETTER_ANSWER, "Please answer yes or no."):
+    for suffix in (SHORT_ANSWER, LETTER_ANSWER, LETTER_ANSWER_CN, "Please answer yes or no."):
         t = t.replace(suffix, "")
     return " ".join(t.split()).lower()
 

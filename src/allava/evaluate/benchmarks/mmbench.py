@@ -3,7 +3,9 @@
 A question counts only if every rotation of its options is answered right (MMBench's
 CircularEval). Released TSVs either already hold the rotated copies (index + k * 1e6, as the
 legacy ``mmbench_dev_*.tsv``) or only the originals (``MMBench_DEV_EN.tsv``); then the rotations
-are made here exactly as LLaVA's ``model_vqa_mmbench.py --all-rounds`` does.
+are made here exactly as LLaVA's ``model_vqa_mmbench.py --all-rounds`` does. MMBench-CN
+(``mmbench_dev_cn_20231003.tsv``, ``MMBench_DEV_CN.tsv``: the same columns, Chinese text) is recognised
+by its content and asked with LLaVA's ``--lang cn`` suffix, as ``scripts/v1_5/eval/mmbench_cn.sh`` runs it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import (
     LETTER_ANSWER,
+    LETTER_ANSWER_CN,
     Benchmark,
     BenchmarkError,
     Sample,
@@ -60,7 +63,8 @@ class MMBench(Benchmark):
                   "letters extracted by VLMEvalKit's rules (can_infer; which version: letter_rules), LLM extraction "
                   "only with a judge; conventions.lmms-eval = lmms-eval's judge-free mmbench_en_dev_static rules "
                   "(its can_infer, then extract_mcq_answer)")
-    data_help = "an MMBench TSV (e.g. MMBench_DEV_EN.tsv or mmbench_dev_20230712.tsv)"
+    data_help = ("an MMBench TSV (e.g. MMBench_DEV_EN.tsv, mmbench_dev_20230712.tsv, or MMBench-CN's "
+                 "mmbench_dev_cn_20231003.tsv)")
     max_new_tokens = 128
     letter_rules = DEFAULT_LETTER_RULES  # `--letter-rules NAME`: vlmevalkit (current), vlmevalkit-2024, ...
 
@@ -71,6 +75,7 @@ class MMBench(Benchmark):
                 raise self.missing(f"exactly one .tsv in {path}")
             path = tsvs[0]
         rows = read_tsv(path, self.name)
+        self.lang = "cn" if 2 * sum(is_chinese(r["question"]) for r in rows) > len(rows) else "en"
         images: dict[int, str] = {}
         for r in rows:  # rotated copies may reference the original's image by index
             if len(r["image"]) > 64:
@@ -110,10 +115,11 @@ class MMBench(Benchmark):
         except (binascii.Error, ValueError):
             raise BenchmarkError(f"{self.name}: index {r['index']}: image is not base64") from None
         qid = str(group + k * OFFSET)
-        return Sample(qid, f"{question}\n{LETTER_ANSWER}", image, gold,
+        suffix = LETTER_ANSWER_CN if getattr(self, "lang", "en") == "cn" else LETTER_ANSWER
+        return Sample(qid, f"{question}\n{suffix}", image, gold,
                       {"group": group, "round": k, "options": dict(zip(OPTION_COLUMNS, opts)),
                        "category": r.get("category", ""), "l2_category": r.get("l2-category", ""),
-                       "question": r["question"]})
+                       "question": r["question"], "lang": getattr(self, "lang", "en")})
 
     def limit(self, samples: list[Sample], n: int) -> list[Sample]:
         """`--limit N` keeps N questions with all their rotations, so circular scores stay defined."""
@@ -152,10 +158,16 @@ class MMBench(Benchmark):
             "n_incomplete_groups": c["n_incomplete"],
             "extraction_failures": sum(v is None for v in picks.values()), "llm_extracted": llm_extracted,
             "letter_rules": self.letter_rules,
+            "language": samples[0].meta.get("lang", "en") if samples else "en",
             "per_category": c["per_category"], "per_l2_category": c["per_l2_category"],
             "conventions": others,
             "convention": self.convention,
         }
+
+
+def is_chinese(text: str) -> bool:
+    """MMBench-CN's questions are Chinese: any CJK ideograph."""
+    return any("\u4e00" <= ch <= "\u9fff" for ch in str(text))
 
 
 def circular(samples: list[Sample], picks: dict[str, str | None]) -> dict[str, Any]:
