@@ -92,6 +92,7 @@ def test_ddp_and_deepspeed_reach_the_losses_of_one_process(backbones, tiny_data,
         out = finish(launch(nproc, recipe, *off, *extra))
         summary = json.loads((tmp_path / name / "stage2" / "summary.json").read_text())
         assert summary["steps"] == 10, out[-2000:]
+        assert out.count("stage2: 10 steps") == 1  # the first process speaks, not every one
         assert summary["parallel"] == {"engine": name.split("-")[0], "processes": nproc, "per_device": per_device,
                                        "accumulation": 2, "global_batch": 8}
         got = losses(tmp_path / name, "stage2")

@@ -40,17 +40,19 @@ def _train(p: argparse.ArgumentParser):
         from allava.train.stages import last_checkpoint
 
         check_recipe(recipe)  # data files, image folders, a changed recipe: before any model is built
+        # under torchrun / accelerate launch every process runs this: the first one speaks
+        say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
         for name, cfg in recipe.stages.items():
             stage_dir = Path(recipe.output_dir) / name
             resume = last_checkpoint(stage_dir) if cfg.enabled and not (stage_dir / "summary.json").exists() else None
             if resume:
-                print(f"{name}: resuming from {Path(resume).name} ({stage_dir})", flush=True)
+                say(f"{name}: resuming from {Path(resume).name} ({stage_dir})", flush=True)
         for r in run_recipe(recipe, progress=not args.no_progress):
             state = "already done" if r.skipped else f"{r.steps} steps, {r.tokens_per_s:.0f} tokens/s"
-            print(f"{r.name}: {state} -> {r.model_dir}")
+            say(f"{r.name}: {state} -> {r.model_dir}")
             if r.data.get("skipped"):
                 files = ", ".join(d.path for d in recipe.stages[r.name].data)
-                print(f"{r.name}: skipped {sum(r.data['skipped'].values())} invalid records of {files}: "
+                say(f"{r.name}: skipped {sum(r.data['skipped'].values())} invalid records of {files}: "
                       f"{r.data['skipped']} (listed in {Path(r.model_dir).parent / 'summary.json'})")
         return 0
     return run
