@@ -741,3 +741,21 @@ def test_vqav2_test_dev_question_file_is_answered_not_scored(tmp_path):
     from allava.evaluate.cli import headline_line
 
     assert "vqav2: not scored: no public answers" in headline_line({"benchmark": "vqav2", **m}, tmp_path / "m.json")
+
+
+def test_vqav2_lmms_eval_convention(tmp_path):
+    """lmms-eval lmms_eval/tasks/vqav2/utils.py vqav2_process_results: process_punctuation +
+    process_digit_article on the raw prediction and on every gold answer; vqaEval.py VQAEval.evaluate
+    processes gold answers by punctuation only, and only when they disagree (after LLaVA's
+    EvalAIAnswerProcessor on the prediction). Q1: 3 x 'two', 7 x '3', answer '2': official 0 ('two'
+    stays); lmms-eval reads 3 x '2': sets dropping a '2' see 2 (2/3), the 7 others 3 (1) -> 0.9. Q2:
+    10 x "man's", answer "man's": LLaVA's word_tokenize makes "man 's", gold untouched -> 0; lmms-eval 1.
+    Headline 0.0, lmms-eval (0.9 + 1) / 2 = 95.0; report --conventions shows it as a column."""
+    root = vqav2_fixture(tmp_path / "vqav2", {"How many?": ("number", ["two"] * 3 + ["3"] * 7),
+                                              "Whose?": ("other", ["man's"] * 10)})
+    bench = get_benchmark("vqav2")
+    m = bench.score(bench.load(root), {"1000": "2", "1001": "man's"})
+    assert m["headline"] == {"VQAv2": 0.0} and m["conventions"] == {"lmms-eval": {"VQAv2": 95.0}}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps({"benchmark": "vqav2", "model": "/m/x", **m}))
+    assert "| x | 0.0 | 95.0 |" in cmd_report([tmp_path / "r"], conventions=True)

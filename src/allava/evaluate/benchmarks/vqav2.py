@@ -14,7 +14,7 @@ from pathlib import Path
 from allava.evaluate.benchmarks import register_benchmark
 from allava.evaluate.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, first_existing, pct, read_json
 from allava.evaluate.benchmarks.llava_questions import overlay, read_llava_questions
-from allava.evaluate.metrics.vqa import normalize_vqa, vqa_official_accuracy
+from allava.evaluate.metrics.vqa import normalize_vqa, vqa_lmms_eval_accuracy, vqa_official_accuracy
 
 NOT_PUBLIC = ("no public answers for these questions (test-dev/test): upload predictions.jsonl through LLaVA's "
               "scripts/convert_vqav2_for_submission.py to EvalAI, or --data val2014's questions + annotations")
@@ -24,7 +24,8 @@ NOT_PUBLIC = ("no public answers for these questions (test-dev/test): upload pre
 class VQAv2(Benchmark):
     convention = ("VQAv2 as LLaVA-1.5 is scored: EvalAIAnswerProcessor on each answer (convert_vqav2_for_submission.py), "
                   "then the challenge's vqaEval.py: min(#other annotators agreeing / 3, 1) over the 10 leave-one-out "
-                  "sets; accuracy over all questions (a missing answer is '', wrong), per answer type beside it")
+                  "sets; accuracy over all questions (a missing answer is '', wrong), per answer type beside it; "
+                  "conventions.lmms-eval = vqav2_process_results (digit/article processing of every gold answer too)")
     data_help = ("a folder with v2_OpenEnded_mscoco_<split>_questions.json, v2_mscoco_<split>_annotations.json and "
                  "<split>/ images, or LLaVA's llava_vqav2_mscoco_<split>.jsonl in it")
 
@@ -75,6 +76,8 @@ class VQAv2(Benchmark):
             per_type[s.meta["answer_type"]].append(vqa_official_accuracy(pred, s.target))
         accs = [a for v in per_type.values() for a in v]
         acc = sum(accs) / max(1, len(accs))
+        lmms = [vqa_lmms_eval_accuracy(answers.get(s.question_id, ""), s.target or []) for s in samples]
         return {"headline": {"VQAv2": pct(acc)}, "accuracy": pct(acc), "n": len(accs), "n_missing": n_missing,
                 "per_answer_type": {k: pct(sum(v) / len(v)) for k, v in sorted(per_type.items())},
+                "conventions": {"lmms-eval": {"VQAv2": pct(sum(lmms) / max(1, len(lmms)))}},
                 "convention": self.convention}

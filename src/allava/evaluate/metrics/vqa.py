@@ -103,3 +103,15 @@ def vqa_official_accuracy(prediction: str, gt_answers: list[str]) -> float:
     if len(set(gts)) > 1:
         gts = [_process_punctuation(g) for g in gts]
     return sum(min(1.0, sum(g == res for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
+
+
+def vqa_lmms_eval_accuracy(prediction: str, gt_answers: list[str]) -> float:
+    """lmms-eval's ``vqav2_process_results`` (tasks/vqav2/utils.py): the raw prediction gets punctuation
+    and digit/article processing (no EvalAI word tokenizing first), and so does *every* ground-truth
+    answer, always (vqaEval.py: punctuation only, only when annotators disagree); same leave-one-out mean."""
+    res = _process_digit_article(_process_punctuation(prediction.replace("\n", " ").replace("\t", " ").strip()))
+    gts = [_process_digit_article(_process_punctuation(str(a).replace("\n", " ").replace("\t", " ").strip()))
+           for a in gt_answers]
+    if not gts:
+        return 0.0
+    return sum(min(1.0, sum(g == res for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
