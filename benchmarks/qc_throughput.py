@@ -8,6 +8,12 @@ image: the cache is keyed by record content). Cost per record should stay flat a
     python benchmarks/qc_throughput.py                      # 1000 10000 100000
     python benchmarks/qc_throughput.py --sizes 1000 10000 --ops image_readability text_dedup
     python benchmarks/qc_throughput.py --sizes 10000 --executors local ray   # both executors, one table
+    python benchmarks/qc_throughput.py --config default --run runs/quickstart --sizes 1000 2000 10000
+
+With `--config NAME|PATH --run OUT` the records are distinct records of the quickstart world OUT
+(its instruct.jsonl and images; beyond the distinct pool they repeat under new ids) and the config's
+model ops get OUT's own LM and CLIP, as in `allava quickstart --study noise`; the cached rerun
+repeats the same config. Model loading is inside the first run's time.
 
 With `--executors local ray` each size runs once per executor (Ray: a local 2-CPU cluster started
 in the child, its start-up reported apart) and the table adds the Ray / local throughput ratio.
@@ -58,6 +64,19 @@ def make_records(path: Path, n: int, images: list[str]) -> None:
             fh.write(json.dumps(rec) + "\n")
 
 
+def world_records(path: Path, n: int, run: Path, images: Path) -> None:
+    """`n` records of the quickstart world `run` (distinct ones first, then repeats under new ids)."""
+    from allava.quality.measure import sample_world
+    from allava.scenes.world import read_jsonl
+
+    rows = sample_world(read_jsonl(run / "world" / "instruct.jsonl"), run / "world" / "images", images.parent, n)
+    with path.open("w") as fh:
+        for i in range(n):
+            r = dict(rows[i % len(rows)])
+            r["id"] = f"{r['id']}#{i // len(rows)}" if i >= len(rows) else r["id"]
+            fh.write(json.dumps(r) + "\n")
+
+
 def child(records: str, images: str, ops: list[str], out: str, executor_name: str = "local") -> None:
     from allava.quality.config import parse_config
     from allava.quality.executor import LocalExecutor, RayExecutor
@@ -68,6 +87,8 @@ def child(records: str, images: str, ops: list[str], out: str, executor_name: st
     startup = time.perf_counter() - t0
 
     def cfg(min_sharp: float):
+        if ops[0].startswith("@"):  # a whole config (JSON, models filled in), rerun unchanged
+            return parse_config(json.loads(Path(ops[0][1:]).read_text()), ops[0][1:])
         entries = [{"name": o} for o in ops]
         for e in entries:
             if e["name"] == "image_readability":
@@ -93,6 +114,8 @@ def main() -> None:
     ap.add_argument("--ops", nargs="+", default=CHEAP)
     ap.add_argument("--images", type=int, default=2000, help="distinct image files the records cycle over")
     ap.add_argument("--executors", nargs="+", choices=("local", "ray"), default=["local"])
+    ap.add_argument("--config", default=None, help="a QC config (shipped name or path) instead of --ops")
+    ap.add_argument("--run", type=Path, default=Path("runs/quickstart"), help="with --config: a quickstart run")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -101,18 +124,33 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        images = make_images(root / "images", args.images)
-        print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
+        if args.config:
+            from allava.config import load_yaml
+            from allava.studies.noise import fill_models
+
+            if not (args.run / "world" / "instruct.jsonl").is_file():
+                raise SystemExit(f"{args.run}/world/instruct.jsonl not found; run `allava quickstart --out {args.run}` first")
+            (root / "config.json").write_text(json.dumps(fill_models(load_yaml(args.config, [], shipped="qc"),
+                                                                     args.run.resolve())))
+            ops_arg = "@" + str(root / "config.json")
+            print(f"config {args.config} (models of {args.run}); records of {args.run}/world")
+        else:
+            make_images(root / "images", args.images)
+            ops_arg = ",".join(args.ops)
+            print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
         rows = []
         print(f"{'records':>8} {'executor':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} "
               f"{'peak RSS MB':>12} {'vs local':>9}")
         for n in args.sizes:
             rec = root / f"records-{n}.jsonl"
-            make_records(rec, n, images)
+            if args.config:
+                world_records(rec, n, args.run, root / "images")
+            else:
+                make_records(rec, n, [f"{i}.png" for i in range(args.images)])
             local_rate = None
             for name in args.executors:
                 res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(root / "images"),
-                                      ",".join(args.ops), str(root / f"out-{n}-{name}"), name],
+                                      ops_arg, str(root / f"out-{n}-{name}"), name],
                                      capture_output=True, text=True, check=False)
                 if res.returncode:
                     print(res.stderr[-2000:])
@@ -126,7 +164,7 @@ def main() -> None:
                 print(f"         per op (s): {r['op_seconds']}" + (f"; Ray start-up {r['startup_s']:.1f} s"
                                                                     if name == "ray" else ""), flush=True)
                 rows.append(r)
-        print(json.dumps({"ops": args.ops, "images": args.images, "executors": args.executors, "sizes": rows}))  # machine-readable
+        print(json.dumps({"ops": args.ops, "config": args.config, "images": args.images, "executors": args.executors, "sizes": rows}))  # machine-readable
 
 
 if __name__ == "__main__":
