@@ -759,3 +759,34 @@ def test_vqav2_lmms_eval_convention(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.json").write_text(json.dumps({"benchmark": "vqav2", "model": "/m/x", **m}))
     assert "| x | 0.0 | 95.0 |" in cmd_report([tmp_path / "r"], conventions=True)
+
+
+# --- VizWiz (scripts/v1_5/eval/vizwiz.sh) ----------------------------------------------------------
+def test_vizwiz_test_is_answered_and_written_for_evalai_not_scored(tmp_path, capsys):
+    """LLaVA scripts/convert_vizwiz_for_submission.py: for every line of llava_test.jsonl in order,
+    {image, answer: EvalAIAnswerProcessor(text)} ('Unanswerable.' -> 'unanswerable', 'Two dogs' -> '2 dogs',
+    "It's red, I think" -> "it 's red i think"); it asserts every question has an answer, so with one
+    missing no upload file is written and the note says why. Test answers are not public: no headline."""
+    unans = "When the provided information is insufficient, respond with 'Unanswerable'."
+    qfile = jsonl(tmp_path / "llava_test.jsonl", [
+        {"question_id": i, "image": f"VizWiz_test_{i:08d}.jpg", "category": "default",
+         "text": f"{q}\n{unans}\n{SHORT}"} for i, q in enumerate(("What is this?", "How many?", "What colour?"))])
+    bench = get_benchmark("vizwiz")
+    samples = bench.load(tmp_path)
+    assert samples[1].prompt == f"How many?\n{unans}\n{SHORT}"
+    assert samples[1].image == tmp_path / "VizWiz_test_00000001.jpg"  # no test/ folder here: beside the file
+    preds = jsonl(tmp_path / "answers.jsonl", [{"question_id": i, "prompt": "p", "text": t} for i, t in
+                                               enumerate(("Unanswerable.", "Two dogs", "It's red, I think"))])
+    assert main(["score", "--benchmark", "vizwiz", "--data", str(qfile), "--predictions", str(preds)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["headline"] == {} and "EvalAI" in out["note"] and out["n_missing"] == 0
+    assert json.loads((tmp_path / "answers.vizwiz_submission.json").read_text()) == [
+        {"image": "VizWiz_test_00000000.jpg", "answer": "unanswerable"},
+        {"image": "VizWiz_test_00000001.jpg", "answer": "2 dogs"},
+        {"image": "VizWiz_test_00000002.jpg", "answer": "it 's red i think"}]
+    (tmp_path / "answers.vizwiz_submission.json").unlink()
+    jsonl(preds, [{"question_id": 0, "prompt": "p", "text": "yes"}])
+    assert main(["score", "--benchmark", "vizwiz", "--data", str(qfile), "--predictions", str(preds)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "submission_file" not in out and "2 of 3 questions unanswered" in out["note"]
+    assert not (tmp_path / "answers.vizwiz_submission.json").exists()

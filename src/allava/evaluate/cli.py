@@ -229,10 +229,21 @@ def cmd_run(args: argparse.Namespace, answer_fn=None) -> dict[str, Any]:
                    "generation": {"max_new_tokens": settings.max_new_tokens, "greedy": True, "dtype": settings.dtype,
                                   "batch_size": args.batch_size, "generated": rep.generated, "cached": rep.cached,
                                   "answers_per_s": round(rep.answers_per_s, 3)}}
+        _write_submission(bench, samples, answers, out, metrics)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     finally:
         lock.close()
     return metrics
+
+
+def _write_submission(bench, samples: list, answers: dict[str, str], folder: Path, metrics: dict[str, Any],
+                      prefix: str = "") -> None:
+    """The evaluation server's upload file (VizWiz test), beside metrics.json, named in it."""
+    sub = bench.submission(samples, answers)
+    if sub is not None:
+        path = folder / f"{prefix}{sub[0]}"
+        path.write_text(json.dumps(sub[1], ensure_ascii=False))
+        metrics["submission_file"] = str(path)
 
 
 def _lock(out: Path):
@@ -278,6 +289,7 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
                "data": str(args.data), **bench.score(samples, answers, judge),
                "coverage": _coverage(bench, samples, answers), "metrics_file": str(path)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_submission(bench, samples, answers, path.parent, metrics, prefix=f"{pred.stem}.")
     path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))  # before printing: a closed pipe loses nothing
     return metrics
 

@@ -43,6 +43,7 @@ def _load_builtin() -> None:
         synthetic,
         textvqa,
         vicuna80,
+        vizwiz,
         vqav2,
     )
 

@@ -76,6 +76,11 @@ class Benchmark(ABC):
                     out[llava[a.qid]] = a.text
         return out
 
+    def submission(self, samples: list[Sample], answers: dict[str, str]) -> tuple[str, Any] | None:
+        """(file name, JSON content) of the upload an evaluation server scores, for benchmarks whose
+        answers are not public (VizWiz test); None when there is none to write."""
+        return None
+
     strata_keys: ClassVar[tuple[str, ...]] = ("ability", "category", "l2-category", "subtask", "split", "subject",
                                               "question_type", "type")
 
