@@ -250,6 +250,8 @@ def test_textvqa_vlmevalkit_predictions_match_by_question_and_answers(tmp_path, 
     bench = get_benchmark("textvqa-noocr")
     got = bench.match(bench.load(tmp_path), read_answers(tmp_path / "llava_TextVQA_VAL.tsv")[0])
     assert got == {"1": "Canon", "0": "nikon", "2": "1999"}
+    (tmp_path / "ids.tsv").write_text("question_id\tquestion\tprediction\n1\twhat brand?\tCanon\n")
+    assert bench.match(bench.load(tmp_path), read_answers(tmp_path / "ids.tsv")[0]) == {"1": "Canon"}
 
 
 def test_mmbench_vlmevalkit_xlsx(tmp_path, capsys):

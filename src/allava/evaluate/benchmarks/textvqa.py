@@ -155,6 +155,9 @@ class TextVQA(Benchmark):
             cands = [q for q in free.get(key, []) if q not in out]
             if cands and (gold or len(cands) == 1):  # question alone only when no other question reads alike
                 out[cands[0]] = a.text
+            elif a.fields.get("question_id") is not None:  # a spreadsheet that does keep TextVQA's question id
+                for qid, text in super().match(samples, [a]).items():
+                    out.setdefault(qid, text)
         by_key = {(s.meta["image_id"], s.meta["question"]): s.question_id for s in samples}
         for a in answers:
             if a.qid is None or a.qid in out:
