@@ -1,0 +1,33 @@
+"""dbscan_labels collapses repeated rows (weighted) and must label every row as plain DBSCAN does
+(sklearn.cluster.DBSCAN, metric cosine, brute force: the reference)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import DBSCAN
+
+from allava.quality.clusters import dbscan_labels, unique_rows
+
+
+def _templated(seed: int, distinct: int = 150, n: int = 900) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(distinct, 6))
+    base[distinct // 2:] = base[: distinct - distinct // 2] + 0.05 * rng.normal(size=(distinct - distinct // 2, 6))
+    x = base[rng.integers(0, distinct, n)]
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_labels_identical_to_dbscan_on_all_rows():
+    for seed in range(4):
+        x = _templated(seed)
+        for eps, min_samples in ((0.05, 5), (0.2, 3), (0.01, 12)):
+            ref = DBSCAN(eps=eps, min_samples=min_samples, metric="cosine", algorithm="brute").fit_predict(x)
+            got = dbscan_labels(x, eps, min_samples, max_points=20000)
+            assert np.array_equal(got, ref), (seed, eps, min_samples)
+            assert len(set(ref)) > 2  # clusters and noise, not one blob
+
+
+def test_unique_rows_first_occurrence_order():
+    x = np.array([[1.0, 0], [0, 1], [1, 0], [0.5, 0.5], [0, 1]])
+    rows, first, inverse, counts = unique_rows(x)
+    assert first.tolist() == [0, 1, 3] and counts.tolist() == [2, 2, 1]
+    assert np.array_equal(rows[inverse], x)
