@@ -38,18 +38,18 @@ def main() -> int:
     from allava.quality.noise import KINDS, inject_noise, score_injection
     from allava.quality.pipeline import run_qc_pipeline
     from allava.quality.teacher_noise import inject_teacher_noise
-    from allava.scenes.world import read_jsonl
+    from allava.scenes.world import instruction_files, instruction_records
     from allava.studies.noise import fill_models
 
     run = Path(args.run)
     world = run / "world"
-    if not (world / "instruct.jsonl").is_file():
-        print(f"qc_noise: {world / 'instruct.jsonl'} not found; run `allava quickstart --out {run}` first",
+    if not instruction_files(world):
+        print(f"qc_noise: {world} has no stage-2 records; run `allava quickstart --out {run}` first",
               file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="qc-noise-"))
     out.mkdir(parents=True, exist_ok=True)
-    rows = sample_world(read_jsonl(world / "instruct.jsonl"), world / "images", out, args.n, args.seed)
+    rows = sample_world(instruction_records(world), world / "images", out, args.n, args.seed)
     injected: dict[str, str] = {}
     if args.generator in ("teacher", "both"):
         share = args.rate if args.generator == "teacher" else args.rate / 2

@@ -1,6 +1,6 @@
 """The offline judge's question index: exact enumeration vs the 48 random draws it replaced.
 
-On real world records (the quickstart's instruct.jsonl, and the noise study's noisy records when
+On real world records (the quickstart's stage-2 records, and the noise study's noisy records when
 present) it checks that every verdict of the judge's two scene look-ups (`check_answer`, the
 false-premise check) is the same with either index, then times both from cold caches, interleaved
 repetitions, and prints ms per scene (min and median) and their ratio.
@@ -67,7 +67,9 @@ def main() -> None:
     from allava.scenes import verify
 
     exact, exact_keys = verify.question_index, premise._key_index
-    files = [args.run / "world" / "instruct.jsonl", args.run / "world" / "text.jsonl",
+    from allava.scenes.world import instruction_files
+
+    files = [*instruction_files(args.run / "world"), args.run / "world" / "text.jsonl",
              *sorted((args.run / "studies" / "noise" / "noisy").glob("*.jsonl"))]
     records = [r for f in files if f.exists() for r in load([f], args.n)]
     if not records:

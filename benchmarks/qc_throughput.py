@@ -11,7 +11,7 @@ image: the cache is keyed by record content). Cost per record should stay flat a
     python benchmarks/qc_throughput.py --config default --run runs/quickstart --sizes 1000 2000 10000
 
 With `--config NAME|PATH --run OUT` the records are distinct records of the quickstart world OUT
-(its instruct.jsonl and images; beyond the distinct pool they repeat under new ids) and the config's
+(its stage-2 image records and images; beyond the distinct pool they repeat under new ids) and the config's
 model ops get OUT's own LM and CLIP, as in `allava quickstart --study noise`; the cached rerun
 repeats the same config. Model loading is inside the first run's time.
 
@@ -67,9 +67,9 @@ def make_records(path: Path, n: int, images: list[str]) -> None:
 def world_records(path: Path, n: int, run: Path, images: Path) -> None:
     """`n` records of the quickstart world `run` (distinct ones first, then repeats under new ids)."""
     from allava.quality.measure import sample_world
-    from allava.scenes.world import read_jsonl
+    from allava.scenes.world import instruction_records
 
-    rows = sample_world(read_jsonl(run / "world" / "instruct.jsonl"), run / "world" / "images", images.parent, n)
+    rows = sample_world(instruction_records(run / "world"), run / "world" / "images", images.parent, n)
     with path.open("w") as fh:
         for i in range(n):
             r = dict(rows[i % len(rows)])
@@ -128,8 +128,10 @@ def main() -> None:
             from allava.config import load_yaml
             from allava.studies.noise import fill_models
 
-            if not (args.run / "world" / "instruct.jsonl").is_file():
-                raise SystemExit(f"{args.run}/world/instruct.jsonl not found; run `allava quickstart --out {args.run}` first")
+            from allava.scenes.world import instruction_files
+
+            if not instruction_files(args.run / "world"):
+                raise SystemExit(f"{args.run}/world has no stage-2 records; run `allava quickstart --out {args.run}` first")
             (root / "config.json").write_text(json.dumps(fill_models(load_yaml(args.config, [], shipped="qc"),
                                                                      args.run.resolve())))
             ops_arg = "@" + str(root / "config.json")

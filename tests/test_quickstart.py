@@ -285,7 +285,7 @@ def test_a_synth_world_leaves_the_teacher_data_to_allava_synth(tmp_path):
     """`world.teacher: synth` writes the synthesis source (one item per train image, with its scene
     graph) and the short VQA on its own; the scene teacher run through `allava synth` + export then
     writes one caption and one instruction per image it accepts, on the same image paths."""
-    from allava.scenes.world import WorldConfig, build_world, read_jsonl
+    from allava.scenes.world import WorldConfig, build_world, instruction_files, instruction_records, read_jsonl
     from allava.studies.config import load_quickstart_config
     from allava.studies.pipeline import _teacher_phase
 
@@ -302,6 +302,10 @@ def test_a_synth_world_leaves_the_teacher_data_to_allava_synth(tmp_path):
     caps = read_jsonl(tmp_path / "world" / "teacher" / "captions.jsonl")
     assert len(caps) == info["records"] and {c["image"] for c in caps} <= {i["image"] for i in items}
     assert all((tmp_path / "world" / "images" / c["image"]).is_file() for c in caps)
+    # the benchmarks read a world's stage-2 records in either layout
+    assert instruction_files(tmp_path / "world") == [tmp_path / "world" / "teacher" / "instructions.jsonl",
+                                                      tmp_path / "world" / "short_vqa.jsonl"]
+    assert len(instruction_records(tmp_path / "world")) == len(vqa) + info["records"]
     with pytest.raises(ValueError, match="world.teacher must be one of inline, synth"):
         WorldConfig(teacher="gpt")
 

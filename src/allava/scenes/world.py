@@ -127,6 +127,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def instruction_files(root: str | Path) -> list[Path]:
+    """The world's stage-2 image records in either layout: `instruct.jsonl` (teacher "inline"), or the
+    synthesized teacher's `teacher/instructions.jsonl` + `short_vqa.jsonl` (teacher "synth"); [] if neither."""
+    root = Path(root)
+    if (root / "instruct.jsonl").is_file():
+        return [root / "instruct.jsonl"]
+    synth = [root / "teacher" / "instructions.jsonl", root / "short_vqa.jsonl"]
+    return synth if all(f.is_file() for f in synth) else []
+
+
+def instruction_records(root: str | Path) -> list[dict]:
+    return [r for f in instruction_files(root) for r in read_jsonl(f)]
+
+
 def _texts(record: dict) -> list[str]:
     """Every turn of a record as plain text (no <image> token) for the LM corpus."""
     return [t["value"].replace("<image>\n", "") for t in record["conversations"]]
