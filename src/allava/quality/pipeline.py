@@ -186,8 +186,10 @@ def check_thresholds(run: QCRun) -> None:
             seen.update((st.get(s.label) or {}).keys())
         if not seen:
             continue  # the op computed nothing here (e.g. image ops on text-only data)
-        known = seen | {s.op.primary} | set(s.op.optional_stats)  # the primary stat is real even where no record got it (a judge
-        for t in s.thresholds:         # that could judge none of this data's records)
+        # the primary and optional stats are real even where no record got them (a judge that could
+        # judge none of this data's records, an image stat flat images lack)
+        known = seen | {s.op.primary} | set(s.op.optional_stats)
+        for t in s.thresholds:
             if t.stat not in known:
                 close = difflib.get_close_matches(t.stat, sorted(seen), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""

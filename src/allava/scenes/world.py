@@ -54,6 +54,8 @@ BENCH_OFFSET = 800_000
 BENCH_MAX_SCENES = SEED_STRIDE - BENCH_OFFSET
 STALL_LIMIT = 300  # scenes without progress before an answer cap is relaxed
 TEACHER_MODES = ("inline", "synth")
+TEACHER_DIR = "teacher"  # teacher "synth": the `allava synth` run folder under the world, and its export
+TEACHER_ITEMS = "teacher_items.jsonl"  # its source
 
 
 @dataclass
@@ -133,7 +135,7 @@ def instruction_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if (root / "instruct.jsonl").is_file():
         return [root / "instruct.jsonl"]
-    synth = [root / "teacher" / "instructions.jsonl", root / "short_vqa.jsonl"]
+    synth = [root / TEACHER_DIR / "instructions.jsonl", root / "short_vqa.jsonl"]
     return synth if all(f.is_file() for f in synth) else []
 
 
@@ -282,14 +284,17 @@ def bench_meta(rows: list[dict]) -> dict:
     }
 
 
+def corpus_lines(records: list[dict]) -> list[str]:
+    """Every turn of `records` as one whitespace-normalised line, exact duplicates dropped (order of
+    first appearance): the LM / tokenizer corpus form."""
+    return list(dict.fromkeys(" ".join(t.split()) for r in records for t in _texts(r)))
+
+
 def _corpus(groups: list[list[dict]], clip: list[dict]) -> list[str]:
     """All training text, one per line, exact duplicates dropped (order of first appearance)."""
     lines: dict[str, None] = dict.fromkeys(
         (*BRIEF_DESCRIPTION_INSTRUCTIONS, *DETAILED_DESCRIPTION_INSTRUCTIONS, SHORT_ANSWER_PROMPT))
-    for rows in groups:
-        for r in rows:
-            for t in _texts(r):
-                lines[" ".join(t.split())] = None
+    lines.update(dict.fromkeys(corpus_lines([r for rows in groups for r in rows])))
     for c in clip:
         lines[c["caption"]] = None
     return list(lines)
@@ -317,7 +322,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig | None = None, progress: b
         _write_jsonl(files.captions, train["captions"])
         _write_jsonl(files.instruct, train["instruct"])
     else:
-        _write_jsonl(root / "teacher_items.jsonl", train["teacher_items"])
+        _write_jsonl(root / TEACHER_ITEMS, train["teacher_items"])
         _write_jsonl(root / "short_vqa.jsonl", train["instruct"])
     _write_jsonl(files.text, text)
     _write_jsonl(root / "lm_docs.jsonl", lm_docs)

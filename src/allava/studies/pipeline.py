@@ -11,7 +11,7 @@ from pathlib import Path
 
 from allava.data.dataset import DataSource
 from allava.model.build import ModelSpec
-from allava.scenes.world import read_jsonl
+from allava.scenes.world import TEACHER_DIR, TEACHER_ITEMS, corpus_lines, read_jsonl
 from allava.studies.config import QuickstartConfig
 from allava.studies.phases import Phases, stage_summary
 from allava.train.stages import StageConfig, TrainRecipe, run_recipe, run_stage
@@ -25,9 +25,6 @@ def _world_phase(out: Path, cfg: QuickstartConfig) -> dict:
     return {"counts": build_world(out / "world", cfg.world).counts}
 
 
-TEACHER = "teacher"  # world/teacher: the `allava synth allava-laion --teacher scene` run and its export
-
-
 def _teacher_phase(out: Path, cfg: QuickstartConfig) -> dict:
     """ALLaVA's captions and instructions written the way a user writes them: `allava synth
     allava-laion --teacher scene` on the world's train images, then `allava synth export`
@@ -38,16 +35,14 @@ def _teacher_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.synth.runner import synth
 
     world = out / "world"
-    run = world / TEACHER
-    summary = synth(SynthConfig(task="allava-laion", images=str(world / "teacher_items.jsonl"), out=run,
+    run = world / TEACHER_DIR
+    summary = synth(SynthConfig(task="allava-laion", images=str(world / TEACHER_ITEMS), out=run,
                                 teacher="scene", image_folder=world / "images", no_cache=True,
                                 concurrency=1))  # records in source order: the same run twice trains the same
     if summary["status"] != "complete":
         raise RuntimeError(f"the scene teacher stopped: {summary['status']} (see {run / 'summary.json'})")
     counts = export(run)
-    texts = dict.fromkeys(" ".join(t["value"].replace("<image>", " ").split())
-                          for name in ("captions.jsonl", "instructions.jsonl")
-                          for r in read_jsonl(run / name) for t in r["conversations"])
+    texts = corpus_lines([r for name in ("captions.jsonl", "instructions.jsonl") for r in read_jsonl(run / name)])
     (run / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     return {"records": summary["done"], "rejected": summary["rejected"], "items_per_s": summary["items_per_s"],
             "reject_reasons": summary["this_run"]["reject_reasons"], "exported": counts}
@@ -56,7 +51,7 @@ def _teacher_phase(out: Path, cfg: QuickstartConfig) -> dict:
 def _corpus(out: Path) -> list[str]:
     """The world's text, and the synthesized teacher's where the world was built for it."""
     lines = (out / "world" / "corpus.txt").read_text().splitlines()
-    teacher = out / "world" / TEACHER / "corpus.txt"
+    teacher = out / "world" / TEACHER_DIR / "corpus.txt"
     return lines + (teacher.read_text().splitlines() if teacher.exists() else [])
 
 
