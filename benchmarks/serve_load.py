@@ -157,9 +157,9 @@ def main() -> None:
                             before = health(servers[mode][1])
                             rps, lat, answers = asyncio.run(drive(servers[mode][1], model, asks, c, args.max_tokens, bar))
                             after = health(servers[mode][1])
-                            batches = after["batches"] - before["batches"]
+                            steps = after["steps"] - before["steps"]
                             runs.setdefault((mode, c), []).append({"rps": rps, "lat": lat, "answers": answers,
-                                                                   "mean_batch": len(asks) / max(1, batches)})
+                                                                   "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, steps)})
             reference = runs[("batch1", levels[0])][0]["answers"]
             same = all(r["answers"] == reference for r in sum(runs.values(), []))
             rows = {}

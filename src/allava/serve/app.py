@@ -33,7 +33,7 @@ def static_file(name: str) -> bytes:
 
 
 def create_app(cfg: ServeConfig, engine: Engine) -> FastAPI:
-    batcher = Batcher(engine, cfg.max_batch_size, cfg.batch_window_ms, cfg.max_queue)
+    batcher = Batcher(engine, cfg.max_batch_size, cfg.batch_window_ms, cfg.max_queue, cfg.prefill_tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -62,11 +62,8 @@ def create_app(cfg: ServeConfig, engine: Engine) -> FastAPI:
     async def health() -> dict:
         import psutil
 
-        s = batcher.stats
         return {"status": "ok", "model": cfg.model_name, "queued": len(batcher.pending),
-                "running": len(batcher.running), "served": s.served, "cancelled": s.cancelled,
-                "batches": s.batches, "mean_batch_size": round(s.batched_requests / s.batches, 2) if s.batches else 0,
-                "refused_queue_full": s.refused_queue_full,
+                "running": len(batcher.running), **batcher.stats.health(),
                 "rss_mb": round(psutil.Process().memory_info().rss / 2 ** 20, 1)}
 
     @app.get("/v1/models")
@@ -129,7 +126,6 @@ def _usage(job: Job) -> dict:
 
 
 async def _complete(request: Request, job: Job, batcher: Batcher, meta: dict) -> Response:
-    text = []
     checked = time.monotonic()
     try:
         while True:
@@ -145,17 +141,15 @@ async def _complete(request: Request, job: Job, batcher: Batcher, meta: dict) ->
                     return Response(status_code=499)
             if kind is None:
                 continue
-            if kind == "delta":
-                text.append(value)
-            elif kind == "error":
+            if kind == "error":
                 raise APIError(500, str(value))
-            else:
+            if kind == "done":
                 break
     except asyncio.CancelledError:
         batcher.cancel(job)
         raise
     return JSONResponse({**meta, "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "".join(text)}, "finish_reason": value}],
+        {"index": 0, "message": {"role": "assistant", "content": job.emitted}, "finish_reason": value}],
         "usage": _usage(job)})
 
 

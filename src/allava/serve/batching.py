@@ -1,34 +1,32 @@
-"""Concurrent chat requests grouped into batched ``generate`` calls.
+"""Concurrent chat requests in one running batch that they join and leave at every decode step.
 
-While requests arrive close together (under `QUIET_S` apart) the first one waits for the rest of the
-burst, until one `QUIET_S` passes without an arrival, at most the collection window
-(``--batch-window-ms``); a lone client's request starts at once. Then up to
-``--max-batch-size`` compatible requests (same sampling settings; a seeded sampled request runs
-alone so its seed reproduces) go to one ``generate`` call on the generation thread. Prompts are
-left-padded (`Answerer.batch_inputs`), so a greedy answer is the same batched or alone. Every row
-stops on its own: its EOS, its ``stop`` strings, its ``max_tokens``, or its client leaving; the call
-ends when all rows have. New tokens reach each request as they are made, through a batched
-streamer, which is what ``stream: true`` sends on.
+Continuous (iteration-level) batching, as vLLM and TGI schedule: one generation thread loops; at each
+iteration it admits waiting requests (up to ``--max-batch-size`` rows in all, and at most
+``--prefill-tokens`` prompt tokens per iteration, so a flood of arrivals does not stall the rows
+already answering), prefills them together, joins them to the running batch and advances every row
+by one token (`Engine`). A row leaves the moment it is done: its EOS, a ``stop`` string, its
+``max_tokens``, or its client leaving. Each request samples with its own settings and generator, so
+greedy and sampled requests, seeded or not, share the batch. When nothing is running, requests
+arriving close together (under `QUIET_S` apart) wait for the rest of their burst, at most
+``--batch-window-ms``, so a burst shares one prefill; a lone request starts at once.
+
+New tokens reach a streamed request as they are made; a plain request gets its whole answer at the end.
 """
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
-from allava.data.templates import Template
-from allava.evaluate.generate import Answerer
-from allava.serve.errors import APIError, bad
+from allava.serve.engine import Engine, Rows
+from allava.serve.errors import APIError
 from allava.serve.protocol import ChatRequest
 
+__all__ = ["Batcher", "Engine", "Job", "Stats"]
 log = logging.getLogger("allava.serve")
 QUIET_S = 0.005  # no new request for this long: the burst is over
 
@@ -44,17 +42,19 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     arrived: float = field(default_factory=time.monotonic)
     tokens: list[int] = field(default_factory=list)
-    emitted: str = ""
+    emitted: str = ""  # the answer so far (all of it once done)
     finish_reason: str | None = None
     cancelled: bool = False
     company: bool = False  # another request arrived shortly before this one
+    generator: torch.Generator | None = None
 
-    @property
-    def group(self) -> tuple:
-        r = self.request
-        if not r.sampling:
-            return ("greedy",)
-        return ("sample", r.temperature, r.top_p, id(self) if r.seed is not None else None)
+    def __post_init__(self) -> None:
+        if self.request.sampling:
+            self.generator = torch.Generator()
+            if self.request.seed is not None:
+                self.generator.manual_seed(self.request.seed)
+            else:
+                self.generator.seed()
 
     @property
     def done(self) -> bool:
@@ -64,222 +64,157 @@ class Job:
         """From the generation thread: hand an event to the request's coroutine."""
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
-
-class Engine:
-    """The model side: prompts as in training, one batched ``generate`` per call."""
-
-    def __init__(self, answerer: Answerer):
-        self.answerer = answerer
-        self.tokenizer = answerer.tokenizer
-        text_config = getattr(answerer.model.config, "text_config", answerer.model.config)
-        self.context = int(getattr(text_config, "max_position_embeddings", 4096))
-        eos = answerer.tokenizer.eos_token_id
-        self.eos = {eos} if eos is not None else set()
-
-    def prompt_ids(self, request: ChatRequest) -> list[int]:
-        encoder = self.answerer.encoder
-        if request.system is not None:
-            if not isinstance(encoder.template, Template):
-                raise bad("messages[0]", f"this checkpoint's template ({self.answerer.template}) takes its system "
-                                         "prompt from the tokenizer; a system message cannot replace it")
-            encoder = copy.copy(encoder)
-            encoder.template = dataclasses.replace(encoder.template, system=request.system.rstrip() + "\n")
-        return encoder.prompt_ids(request.conversations)
-
-    def budget(self, request: ChatRequest, prompt: list[int], explicit: bool) -> int:
-        """max_tokens within the context: an explicit value that cannot fit is a 400, the default shrinks."""
-        room = self.context - len(prompt)
-        if room < 1:
-            raise bad("messages", f"the prompt is {len(prompt)} tokens (images included); this model's context "
-                                  f"is {self.context}")
-        if request.max_tokens > room:
-            if explicit:
-                raise bad("max_tokens", f"{request.max_tokens} + the prompt's {len(prompt)} tokens exceed this "
-                                        f"model's context of {self.context}")
-            return room
-        return request.max_tokens
-
-    def run(self, jobs: list[Job]) -> None:
-        """On the generation thread: one ``generate`` for `jobs`, events sent as tokens arrive."""
-        first = jobs[0].request
-        inputs = self.answerer.batch_inputs([j.prompt for j in jobs], [im for j in jobs for im in j.request.images])
-        if first.sampling and first.seed is not None:
-            torch.manual_seed(first.seed)
-        sampling = ({"do_sample": True, "temperature": first.temperature, "top_p": first.top_p}
-                    if first.sampling else {"do_sample": False})
-        streamer = _RowStreamer(self, jobs)
-        with torch.inference_mode():
-            self.answerer.model.generate(
-                **inputs, max_new_tokens=max(j.max_tokens for j in jobs), **sampling, streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_RowsDone(jobs)]),
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        for j in jobs:
-            if j.finish_reason is None and not j.cancelled:
-                self.finish(j, "length")
-
-    def step(self, job: Job, token: int) -> None:
-        if token in self.eos:
-            self.finish(job, "stop")
-            return
-        job.tokens.append(token)
-        text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
-        for s in job.request.stop:
-            at = text.find(s)
-            if at >= 0:
-                self.finish(job, "stop", text[:at])
-                return
-        if len(job.tokens) >= job.max_tokens:
-            self.finish(job, "length", text)
-            return
-        self._emit(job, _visible(text, job.request.stop))
-
-    def finish(self, job: Job, reason: str, text: str | None = None) -> None:
-        if text is None:
-            text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
-        self._emit(job, text.strip())
-        job.finish_reason = reason
-        job.send("done", reason)
-
-    @staticmethod
-    def _emit(job: Job, visible: str) -> None:
-        if len(visible) > len(job.emitted) and visible.startswith(job.emitted):
-            job.send("delta", visible[len(job.emitted):])
-            job.emitted = visible
-
-
-def _visible(text: str, stops: list[str]) -> str:
-    """What can be sent now: no leading or trailing whitespace (the final answer is stripped), no
-    half-decoded character, and no tail that may still become a stop string."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    text = text[:len(text) - hold] if hold else text
-    return text.rstrip("\ufffd").strip()
-
-
-class _RowStreamer(BaseStreamer):
-    """`generate` calls ``put`` with the prompt, then with each step's token per row."""
-
-    def __init__(self, engine: Engine, jobs: list[Job]):
-        self.engine, self.jobs, self.prompt_seen = engine, jobs, False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for job, token in zip(self.jobs, value.reshape(len(self.jobs), -1)[:, -1].tolist()):
-            if not job.done:
-                self.engine.step(job, int(token))
-
-    def end(self) -> None:
-        pass
-
-
-class _RowsDone(StoppingCriteria):
-    def __init__(self, jobs: list[Job]):
-        self.jobs = jobs
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.tensor([j.done for j in self.jobs], dtype=torch.bool, device=input_ids.device)
+    def emit(self, visible: str) -> None:
+        """The answer grew to `visible`: a streamed request is sent the new part."""
+        if len(visible) > len(self.emitted) and visible.startswith(self.emitted):
+            if self.request.stream:
+                self.send("delta", visible[len(self.emitted):])
+            self.emitted = visible
 
 
 @dataclass
 class Stats:
     served: int = 0
     cancelled: int = 0
-    batches: int = 0
-    batched_requests: int = 0
+    prefills: int = 0  # prefill forwards (each admits one or more requests)
+    admitted: int = 0
+    joined_running: int = 0  # requests that joined a batch already decoding
+    steps: int = 0  # decode forwards
+    row_steps: int = 0  # rows advanced, summed over the decode forwards
     refused_queue_full: int = 0
+
+    def health(self) -> dict:
+        return {"served": self.served, "cancelled": self.cancelled, "batches": self.prefills, "steps": self.steps,
+                "row_steps": self.row_steps,
+                "mean_batch_size": round(self.row_steps / self.steps, 2) if self.steps else 0,
+                "mean_prefill_size": round(self.admitted / self.prefills, 2) if self.prefills else 0,
+                "joined_running": self.joined_running,
+                "refused_queue_full": self.refused_queue_full}
 
 
 class Batcher:
-    """The queue: admission (429 beyond ``max_queue``), grouping, and the one generation thread."""
+    """The queue (429 beyond ``max_queue``) and the one generation thread that schedules it."""
 
-    def __init__(self, engine: Engine, max_batch_size: int = 8, window_ms: float = 50.0, max_queue: int = 64):
+    def __init__(self, engine: Engine, max_batch_size: int = 8, window_ms: float = 50.0, max_queue: int = 64,
+                 prefill_tokens: int = 4096):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.window_s = window_ms / 1000
         self.quiet_s = min(QUIET_S, self.window_s)
         self.max_queue = max_queue
-        self.pending: list[Job] = []
-        self.running: list[Job] = []
+        self.prefill_tokens = prefill_tokens
+        self.pending: list[Job] = []  # guarded by _cond
+        self.running: list[Job] = []  # being prefilled or in the running batch (replaced, never mutated)
         self.stats = Stats()
-        self._wake = asyncio.Event()
+        self._cond = threading.Condition()
+        self._stopping = False
         self._last_arrival = float("-inf")
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="allava-generate")
-        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._thread = threading.Thread(target=self._run, name="allava-generate", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for j in self.pending + self.running:
-            j.cancelled = True
-        self._executor.shutdown(wait=True)
+        with self._cond:
+            self._stopping = True
+            for j in self.pending + self.running:
+                j.cancelled = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
 
     def submit(self, request: ChatRequest, prompt: list[int], max_tokens: int) -> Job:
-        if len(self.pending) + len(self.running) >= self.max_queue:
-            self.stats.refused_queue_full += 1
-            raise APIError(429, f"the server is busy: {self.max_queue} requests are queued or running "
-                                "(--max-queue); retry shortly", code="queue_full", retry_after=1)
-        job = Job(request, prompt, max_tokens, asyncio.get_running_loop())
-        job.company = job.arrived - self._last_arrival < self.quiet_s  # concurrent traffic: worth a wait
-        self._last_arrival = job.arrived
-        self.pending.append(job)
-        self._wake.set()
+        with self._cond:
+            if len(self.pending) + len(self.running) >= self.max_queue:
+                self.stats.refused_queue_full += 1
+                raise APIError(429, f"the server is busy: {self.max_queue} requests are queued or running "
+                                    "(--max-queue); retry shortly", code="queue_full", retry_after=1)
+            job = Job(request, prompt, max_tokens, asyncio.get_running_loop())
+            job.company = job.arrived - self._last_arrival < self.quiet_s  # concurrent traffic: worth a wait
+            self._last_arrival = job.arrived
+            self.pending.append(job)
+            self._cond.notify_all()
         return job
 
     def cancel(self, job: Job) -> None:
-        """The client left: drop a queued job; a running one stops at its next token."""
-        if job.done:
-            return
-        job.cancelled = True
-        self.stats.cancelled += 1
-        if job in self.pending:
-            self.pending.remove(job)
+        """The client left: drop a queued job; a running one leaves the batch before the next step."""
+        with self._cond:
+            if job.done:
+                return
+            job.cancelled = True
+            self.stats.cancelled += 1
+            if job in self.pending:
+                self.pending.remove(job)
 
-    def _take(self) -> list[Job]:
-        group = self.pending[0].group
-        batch = [j for j in self.pending if j.group == group][: self.max_batch_size]
-        for j in batch:
-            self.pending.remove(j)
-        return batch
+    # --- the generation thread ---
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _burst_wait(self) -> float:
+        """Seconds the first waiting request should still wait for the rest of its burst (idle batch only)."""
+        if self.max_batch_size == 1 or len(self.pending) >= self.max_batch_size:
+            return 0.0
+        first = self.pending[0]
+        if not (first.company or len(self.pending) > 1):
+            return 0.0
+        now = time.monotonic()
+        return min(first.arrived + self.window_s - now, self._last_arrival + self.quiet_s - now)
+
+    def _admit(self, rows: Rows | None) -> list[Job]:
+        """Under the lock: the waiting requests that join now (free rows, the prefill token budget)."""
+        free = self.max_batch_size - (len(rows) if rows else 0)
+        take, tokens = [], 0
+        while self.pending and len(take) < free:
+            n = len(self.pending[0].prompt)
+            if take and tokens + n > self.prefill_tokens:
+                break
+            take.append(self.pending.pop(0))
+            tokens += n
+        return take
+
+    def _run(self) -> None:
+        rows: Rows | None = None
         while True:
-            if not self.pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            first = self.pending[0]
-            same = sum(1 for j in self.pending if j.group == first.group)
-            now = time.monotonic()
-            wait = min(first.arrived + self.window_s - now, self._last_arrival + self.quiet_s - now)
-            if self.max_batch_size > 1 and same < self.max_batch_size and wait > 0 and (first.company or same > 1):
-                await asyncio.sleep(wait)  # the rest of a burst is still arriving
-                continue
-            batch = self._take()
-            self.running = batch
-            self.stats.batches += 1
-            self.stats.batched_requests += len(batch)
+            with self._cond:
+                while not self._stopping and not self.pending and rows is None:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                if rows is None:
+                    while (wait := self._burst_wait()) > 0 and not self._stopping:
+                        self._cond.wait(wait)  # the rest of a burst is still arriving
+                take = self._admit(rows)
+                self.running = (rows.jobs if rows else []) + take
             try:
-                await loop.run_in_executor(self._executor, self.engine.run, batch)
+                if take:
+                    self.stats.prefills += 1
+                    self.stats.admitted += len(take)
+                    new = self.engine.prefill(take)
+                    if rows is None:
+                        rows = new
+                    else:
+                        self.stats.joined_running += len(take)
+                        rows.extend(new)
+                if rows is not None:
+                    self._retire(rows)
+                    if rows.jobs:
+                        self.stats.steps += 1
+                        self.stats.row_steps += len(rows)
+                        self.engine.decode(rows)
+                        self._retire(rows)
+                    if not rows.jobs:
+                        rows = None
             except Exception:
-                log.exception("generation failed for a batch of %d", len(batch))
-                for j in batch:
+                failed = (rows.jobs if rows else []) + [j for j in take if rows is None or j not in rows.jobs]
+                log.exception("generation failed for %d requests", len(failed))
+                for j in failed:
                     if not j.done:
                         j.finish_reason = "error"
                         j.send("error", "generation failed (logged on the server)")
-            finally:
-                self.running = []
-            self.stats.served += sum(1 for j in batch if not j.cancelled)
+                rows = None
+            with self._cond:
+                self.running = rows.jobs if rows else []
+
+    def _retire(self, rows: Rows) -> None:
+        for j in rows.retire():
+            if not j.cancelled:
+                self.stats.served += 1

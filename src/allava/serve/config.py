@@ -22,6 +22,7 @@ class ServeConfig:
     max_batch_size: int = 8
     batch_window_ms: float = 50.0  # the longest the first request of a burst waits for the rest
     max_queue: int = 64  # requests waiting or running; beyond it: 429
+    prefill_tokens: int = 4096  # prompt tokens prefilled per iteration, at most (a longer prompt goes alone)
     max_new_tokens: int = 256  # default and upper bound of max_tokens
     image_root: Path | None = None  # file:// URLs are allowed only below it
     allow_remote_images: bool = False
@@ -37,7 +38,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
-        for key in ("max_batch_size", "max_queue", "max_new_tokens", "max_body_bytes", "max_image_bytes",
+        for key in ("max_batch_size", "max_queue", "prefill_tokens", "max_new_tokens", "max_body_bytes", "max_image_bytes",
                     "max_image_pixels", "max_images"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")

@@ -1,0 +1,122 @@
+"""The continuous-batching engine against `generate` alone: rows that join a decoding batch (their
+cache padded on the left and concatenated) and rows that leave it (dropped, leading padding cut)
+must see the same logits at every step as the same prompt run by itself, not only the same argmax
+(a random tiny model's greedy answers are too flat to catch a wrong position or mask)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from PIL import Image
+
+from allava.evaluate.generate import Answerer
+from allava.serve.batching import Job
+from allava.serve.engine import Engine, sample
+from allava.serve.protocol import ChatRequest
+
+from serve_helpers import tiny_checkpoint
+
+
+class Recording(Engine):
+    """Keeps every row's logits per step; never stops on EOS, so lengths are the schedule's."""
+
+    def __init__(self, answerer):
+        super().__init__(answerer)
+        self.eos = set()
+        self.logits: dict[int, list[torch.Tensor]] = {}
+
+    def choose(self, logits, jobs):
+        for row, job in zip(logits, jobs):
+            if not job.done:
+                self.logits.setdefault(id(job), []).append(row.clone())
+        return super().choose(logits, jobs)
+
+
+@pytest.fixture(scope="module")
+def answerer(backbones, tmp_path_factory):
+    return Answerer(tiny_checkpoint(backbones, tmp_path_factory.mktemp("engine") / "tiny-llava"))
+
+
+def job(answerer, text, max_tokens, image=None, loop=None, **sampling):
+    value = f"<image>\n{text}" if image is not None else text
+    conv = [{"from": "human", "value": value}]
+    request = ChatRequest(conv, [image] if image is not None else [], None, max_tokens, **sampling)
+    return Job(request, answerer.encoder.prompt_ids(conv), max_tokens, loop)
+
+
+def alone(answerer, j, n):
+    """Transformers' own loop (`GenerationMixin._sample`) on the one prompt: n steps' logits."""
+    inputs = answerer.batch_inputs([j.prompt], j.request.images)
+    out = answerer.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                  output_logits=True, return_dict_in_generate=True,
+                                  pad_token_id=answerer.tokenizer.pad_token_id)
+    return [s[0] for s in out.logits], out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def test_rows_joining_and_leaving_see_the_logits_they_would_alone(answerer):
+    loop = asyncio.new_event_loop()
+    try:
+        engine = Recording(answerer)
+        red, blue = Image.new("RGB", (30, 20), (200, 30, 30)), Image.new("RGB", (20, 28), (20, 40, 220))
+        a = job(answerer, "what colour is the shape at the top left and the one below it", 9, red, loop)
+        b = job(answerer, "describe", 3, loop=loop)
+        c = job(answerer, "what is the image", 7, blue, loop)
+        d = job(answerer, "answer the question using a single word or phrase green", 6, loop=loop)
+        rows = engine.prefill([a])
+        engine.decode(rows)
+        new = engine.prefill([b, c])  # join a batch that is two tokens in, shorter and longer prompts
+        rows.extend(new)
+        for _ in range(3):
+            engine.decode(rows)
+            rows.retire()
+        assert b not in rows.jobs and b.finish_reason == "length"  # b left after its 3 tokens
+        rows.extend(engine.prefill([d]))
+        while rows.jobs:
+            engine.decode(rows)
+            rows.retire()
+        assert rows.mask.shape[1] >= 1
+        for j in (a, b, c, d):
+            want_logits, want_tokens = alone(answerer, j, j.max_tokens)
+            got = engine.logits[id(j)]
+            assert len(got) == j.max_tokens and j.tokens == want_tokens
+            for step, (x, y) in enumerate(zip(got, want_logits)):
+                assert torch.allclose(x, y, atol=1e-4, rtol=1e-4), (step, (x - y).abs().max())
+    finally:
+        loop.close()
+
+
+def test_retire_cuts_padding_no_row_uses():
+    """Dropping the longest row leaves columns that are padding in every row: they go."""
+    from transformers import DynamicCache
+
+    from allava.serve.engine import Rows
+
+    class J:
+        def __init__(self, done):
+            self.done = done
+
+    cache = DynamicCache()
+    keys = torch.arange(3 * 5, dtype=torch.float).reshape(3, 1, 5, 1)
+    cache.update(keys, keys + 100, 0)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+    rows = Rows([J(True), J(False), J(False)], cache, mask, torch.tensor([5, 3, 2]), torch.tensor([7, 8, 9]))
+    rows.retire()
+    assert rows.mask.tolist() == [[1, 1, 1], [0, 1, 1]] and rows.positions.tolist() == [3, 2]
+    assert cache.layers[0].keys[:, 0, :, 0].tolist() == [[7, 8, 9], [12, 13, 14]]
+    assert rows.last.tolist() == [8, 9]
+
+
+def test_sampling_follows_temperature_and_top_p_as_transformers_does():
+    """`sample` against transformers' own warpers (`TemperatureLogitsWarper`, `TopPLogitsWarper`
+    in `generation/logits_process.py`): the same support and the same distribution."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    ref = TopPLogitsWarper(0.8)(None, TemperatureLogitsWarper(0.7)(None, logits[None].clone()))[0].softmax(-1)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.tensor([sample(logits, 0.7, 0.8, g) for _ in range(4000)]), minlength=6)
+    assert set(torch.nonzero(counts).flatten().tolist()) == set(torch.nonzero(ref).flatten().tolist())
+    assert torch.allclose(counts / counts.sum(), ref, atol=0.03)
+    same = [sample(logits, 1.0, 1.0, torch.Generator().manual_seed(5)) for _ in range(3)]
+    assert len(set(same)) == 1  # a seeded generator reproduces
