@@ -42,12 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ckpt: Path, batch: int, max_tokens: int, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(ckpt: Path, batch: int, max_tokens: int, threads: int | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     threads_flag = ["--threads", str(threads)] if threads else []
     proc = subprocess.Popen([sys.executable, "-m", "allava.cli", "serve", "--model", str(ckpt), "--port", str(port),
-                             "--max-batch-size", str(batch), "--max-new-tokens", str(max_tokens), "--max-queue", "256", *threads_flag],
+                             "--max-batch-size", str(batch), "--max-new-tokens", str(max_tokens), "--max-queue", "256", *threads_flag, *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -125,13 +125,15 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="1,8,32", help="concurrency levels")
-    ap.add_argument("--requests", type=int, default=64, help="requests per level and repetition")
+    ap.add_argument("--requests", type=int, default=192, help="requests per level and repetition (6 per client "
+                    "at 32: the running batch's steady state, not only its ramp up and drain)")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (min and median reported)")
     ap.add_argument("--max-tokens", type=int, default=16, help="answer length (a random model uses all of it)")
     ap.add_argument("--max-batch-size", type=int, default=32, help="the batched server's --max-batch-size")
     ap.add_argument("--rss-requests", type=int, default=1000, help="requests for the RSS check (0: skip)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per server (two servers and the client "
                     "share the machine; on 2 busy cores 2 threads ran 10x slower than 1)")
+    ap.add_argument("--no-prefix-cache", action="store_true", help="both servers prefill every prompt whole")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args()
     from tqdm import tqdm
@@ -139,8 +141,9 @@ def main() -> None:
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = build_checkpoint(Path(tmp), "quickstart")
-        servers = {"batched": start_server(ckpt, args.max_batch_size, args.max_tokens, args.threads),
-                   "batch1": start_server(ckpt, 1, args.max_tokens, args.threads)}
+        extra = ["--no-prefix-cache"] if args.no_prefix_cache else []
+        servers = {"batched": start_server(ckpt, args.max_batch_size, args.max_tokens, args.threads, extra),
+                   "batch1": start_server(ckpt, 1, args.max_tokens, args.threads, extra)}
         try:
             for proc, url in servers.values():
                 wait_ready(proc, url)
@@ -158,8 +161,11 @@ def main() -> None:
                             rps, lat, answers = asyncio.run(drive(servers[mode][1], model, asks, c, args.max_tokens, bar))
                             after = health(servers[mode][1])
                             steps = after["steps"] - before["steps"]
-                            runs.setdefault((mode, c), []).append({"rps": rps, "lat": lat, "answers": answers,
-                                                                   "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, steps)})
+                            runs.setdefault((mode, c), []).append({
+                                "rps": rps, "lat": lat, "answers": answers,
+                                "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, steps),
+                                "prefill_ms": 1e3 * (after["prefill_s"] - before["prefill_s"]) / len(asks),
+                                "decode_ms": 1e3 * (after["decode_s"] - before["decode_s"]) / len(asks)})
             reference = runs[("batch1", levels[0])][0]["answers"]
             same = all(r["answers"] == reference for r in sum(runs.values(), []))
             rows = {}
@@ -168,7 +174,9 @@ def main() -> None:
                 rows[f"{mode}@{c}"] = {"mode": mode, "clients": c, "rps_min": min(r["rps"] for r in rs),
                                        "rps_median": statistics.median(r["rps"] for r in rs),
                                        "p50_s": pct(lat, 0.5), "p99_s": pct(lat, 0.99),
-                                       "mean_batch": statistics.median(r["mean_batch"] for r in rs)}
+                                       "mean_batch": statistics.median(r["mean_batch"] for r in rs),
+                                       "prefill_ms": statistics.median(r["prefill_ms"] for r in rs),
+                                       "decode_ms": statistics.median(r["decode_ms"] for r in rs)}
             ratios = {c: {"median": rows[f"batched@{c}"]["rps_median"] / rows[f"batch1@{c}"]["rps_median"],
                           "min": rows[f"batched@{c}"]["rps_min"] / rows[f"batch1@{c}"]["rps_min"]} for c in levels}
             rss = []
@@ -197,10 +205,11 @@ def main() -> None:
     print(f"checkpoint: quickstart preset, random weights; {args.requests} requests per level x {args.reps} reps, "
           f"max_tokens {args.max_tokens}, batched server --max-batch-size {args.max_batch_size} "
           f"{args.threads} torch thread(s) each; {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"{'':>10} {'clients':>7} {'req/s min':>10} {'req/s med':>10} {'p50 s':>7} {'p99 s':>7} {'batch':>6}")
+    print(f"{'':>10} {'clients':>7} {'req/s min':>10} {'req/s med':>10} {'p50 s':>7} {'p99 s':>7} {'batch':>6} "
+          f"{'prefill ms/req':>14} {'decode ms/req':>13}")
     for key, r in sorted(rows.items(), key=lambda kv: (kv[1]["clients"], kv[1]["mode"])):
         print(f"{r['mode']:>10} {r['clients']:>7} {r['rps_min']:>10.2f} {r['rps_median']:>10.2f} "
-              f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {r['mean_batch']:>6.1f}")
+              f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {r['mean_batch']:>6.1f} {r['prefill_ms']:>14.1f} {r['decode_ms']:>13.1f}")
     for c, ratio in ratios.items():
         print(f"{c:>3} clients: batched / --max-batch-size 1 = {ratio['median']:.2f}x (median), {ratio['min']:.2f}x (min)")
     print(f"greedy answers identical batched vs --max-batch-size 1 (every level, every rep): {same}")

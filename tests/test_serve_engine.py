@@ -1,7 +1,8 @@
 """The continuous-batching engine against `generate` alone: rows that join a decoding batch (their
 cache padded on the left and concatenated) and rows that leave it (dropped, leading padding cut)
 must see the same logits at every step as the same prompt run by itself, not only the same argmax
-(a random tiny model's greedy answers are too flat to catch a wrong position or mask)."""
+(a random tiny model's greedy answers are too flat to catch a wrong position or mask). Rows prefilled
+from the cached shared prefix must match a whole prefill too."""
 from __future__ import annotations
 
 import asyncio
@@ -38,11 +39,11 @@ def answerer(backbones, tmp_path_factory):
     return Answerer(tiny_checkpoint(backbones, tmp_path_factory.mktemp("engine") / "tiny-llava"))
 
 
-def job(answerer, text, max_tokens, image=None, loop=None, **sampling):
+def job(engine, text, max_tokens, image=None, loop=None, system=None, **sampling):
     value = f"<image>\n{text}" if image is not None else text
     conv = [{"from": "human", "value": value}]
-    request = ChatRequest(conv, [image] if image is not None else [], None, max_tokens, **sampling)
-    return Job(request, answerer.encoder.prompt_ids(conv), max_tokens, loop)
+    request = ChatRequest(conv, [image] if image is not None else [], system, max_tokens, **sampling)
+    return Job(request, engine.prompt_ids(request), max_tokens, loop)
 
 
 def alone(answerer, j, n):
@@ -59,10 +60,13 @@ def test_rows_joining_and_leaving_see_the_logits_they_would_alone(answerer):
     try:
         engine = Recording(answerer)
         red, blue = Image.new("RGB", (30, 20), (200, 30, 30)), Image.new("RGB", (20, 28), (20, 40, 220))
-        a = job(answerer, "what colour is the shape at the top left and the one below it", 9, red, loop)
-        b = job(answerer, "describe", 3, loop=loop)
-        c = job(answerer, "what is the image", 7, blue, loop)
-        d = job(answerer, "answer the question using a single word or phrase green", 6, loop=loop)
+        a = job(engine, "what colour is the shape at the top left and the one below it", 9, red, loop)
+        b = job(engine, "describe", 3, loop=loop)
+        c = job(engine, "what is the image", 7, blue, loop)
+        d = job(engine, "answer the question using a single word or phrase green", 6, loop=loop)
+        e = job(engine, "what colour", 5, red, loop, system="Answer in one word.")  # its own system prompt
+        assert engine.prefix is not None and len(engine.prefix.ids) > 10
+        assert all(engine.prefix.matches(j.prompt) for j in (a, b, c, d)) and not engine.prefix.matches(e.prompt)
         rows = engine.prefill([a])
         engine.decode(rows)
         new = engine.prefill([b, c])  # join a batch that is two tokens in, shorter and longer prompts
@@ -71,12 +75,12 @@ def test_rows_joining_and_leaving_see_the_logits_they_would_alone(answerer):
             engine.decode(rows)
             rows.retire()
         assert b not in rows.jobs and b.finish_reason == "length"  # b left after its 3 tokens
-        rows.extend(engine.prefill([d]))
+        rows.extend(engine.prefill([d, e]))  # one from the shared prefix, one prefilled whole
         while rows.jobs:
             engine.decode(rows)
             rows.retire()
         assert rows.mask.shape[1] >= 1
-        for j in (a, b, c, d):
+        for j in (a, b, c, d, e):
             want_logits, want_tokens = alone(answerer, j, j.max_tokens)
             got = engine.logits[id(j)]
             assert len(got) == j.max_tokens and j.tokens == want_tokens
@@ -120,3 +124,28 @@ def test_sampling_follows_temperature_and_top_p_as_transformers_does():
     assert torch.allclose(counts / counts.sum(), ref, atol=0.03)
     same = [sample(logits, 1.0, 1.0, torch.Generator().manual_seed(5)) for _ in range(3)]
     assert len(set(same)) == 1  # a seeded generator reproduces
+
+
+def test_slab_layer_grows_in_place_and_follows_replaced_tensors():
+    """`SlabLayer` returns what transformers' `DynamicLayer.update` (a `torch.cat`) returns, writes
+    steps into its spare room without copying, and starts a new slab when `Rows` replaced the tensors."""
+    from transformers.cache_utils import DynamicLayer
+
+    from allava.serve.engine import SlabLayer
+
+    slab, plain = SlabLayer(), DynamicLayer()
+    first = torch.randn(2, 1, 5, 3)
+    for layer in (slab, plain):
+        layer.update(first, first + 1)
+    where = slab.keys.data_ptr()
+    for _ in range(3):
+        step = torch.randn(2, 1, 1, 3)
+        k, v = slab.update(step, step + 1)
+        want_k, want_v = plain.update(step, step + 1)
+        assert torch.equal(k, want_k) and torch.equal(v, want_v)
+    assert slab.keys.data_ptr() == where  # no copy per step
+    replaced = torch.randn(2, 1, 8, 3)  # same rows and length, other content (what Rows may assign)
+    slab.keys, slab.values = replaced, replaced + 1
+    step = torch.randn(2, 1, 1, 3)
+    k, _ = slab.update(step, step)
+    assert torch.equal(k, torch.cat([replaced, step], -2))

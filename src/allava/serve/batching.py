@@ -1,10 +1,12 @@
 """Concurrent chat requests in one running batch that they join and leave at every decode step.
 
-Continuous (iteration-level) batching, as vLLM and TGI schedule: one generation thread loops; at each
-iteration it admits waiting requests (up to ``--max-batch-size`` rows in all, and at most
-``--prefill-tokens`` prompt tokens per iteration, so a flood of arrivals does not stall the rows
-already answering), prefills them together, joins them to the running batch and advances every row
-by one token (`Engine`). A row leaves the moment it is done: its EOS, a ``stop`` string, its
+Continuous (iteration-level) batching, as vLLM and TGI schedule: one generation thread loops; before
+a decode step it admits waiting requests (up to ``--max-batch-size`` rows in all, and at most
+``--prefill-tokens`` prompt tokens at a time, so a flood of arrivals does not stall the rows already
+answering), prefills them together, joins them to the running batch and advances every row by one
+token (`Engine`). A prefill costs about a decode step whatever its size on CPU, so arrivals join once
+they are a quarter of the running rows, fill the free rows, or the oldest has waited
+``--batch-window-ms`` (`Batcher._join_now`). A row leaves the moment it is done: its EOS, a ``stop`` string, its
 ``max_tokens``, or its client leaving. Each request samples with its own settings and generator, so
 greedy and sampled requests, seeded or not, share the batch. When nothing is running, requests
 arriving close together (under `QUIET_S` apart) wait for the rest of their burst, at most
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from allava.serve.protocol import ChatRequest
 __all__ = ["Batcher", "Engine", "Job", "Stats"]
 log = logging.getLogger("allava.serve")
 QUIET_S = 0.005  # no new request for this long: the burst is over
+JOIN_FRACTION = 0.25  # arrivals join a decoding batch once they are this share of its rows (or waited the window)
 
 
 @dataclass
@@ -82,6 +86,8 @@ class Stats:
     steps: int = 0  # decode forwards
     row_steps: int = 0  # rows advanced, summed over the decode forwards
     refused_queue_full: int = 0
+    prefill_s: float = 0.0  # generation-thread seconds in prefill (images, prompts, forward, first tokens)
+    decode_s: float = 0.0  # ... in decode steps (forward, choice, detokenising, stop checks)
 
     def health(self) -> dict:
         return {"served": self.served, "cancelled": self.cancelled, "batches": self.prefills, "steps": self.steps,
@@ -89,7 +95,8 @@ class Stats:
                 "mean_batch_size": round(self.row_steps / self.steps, 2) if self.steps else 0,
                 "mean_prefill_size": round(self.admitted / self.prefills, 2) if self.prefills else 0,
                 "joined_running": self.joined_running,
-                "refused_queue_full": self.refused_queue_full}
+                "refused_queue_full": self.refused_queue_full, "prefill_s": round(self.prefill_s, 3),
+                "decode_s": round(self.decode_s, 3)}
 
 
 class Batcher:
@@ -159,6 +166,17 @@ class Batcher:
         now = time.monotonic()
         return min(first.arrived + self.window_s - now, self._last_arrival + self.quiet_s - now)
 
+    def _join_now(self, rows: Rows) -> bool:
+        """Whether the waiting requests should be prefilled before the next decode step. A prefill
+        has a fixed cost (vision tower, a forward through every layer) near a whole decode step's,
+        so arrivals gather until they are a quarter of the running rows, fill the free rows, or the
+        oldest has waited ``--batch-window-ms``."""
+        if not self.pending:
+            return False
+        free = self.max_batch_size - len(rows)
+        return (len(self.pending) >= min(free, max(1, math.ceil(JOIN_FRACTION * len(rows))))
+                or time.monotonic() - self.pending[0].arrived >= self.window_s)
+
     def _admit(self, rows: Rows | None) -> list[Job]:
         """Under the lock: the waiting requests that join now (free rows, the prefill token budget)."""
         free = self.max_batch_size - (len(rows) if rows else 0)
@@ -182,13 +200,15 @@ class Batcher:
                 if rows is None:
                     while (wait := self._burst_wait()) > 0 and not self._stopping:
                         self._cond.wait(wait)  # the rest of a burst is still arriving
-                take = self._admit(rows)
+                take = self._admit(rows) if rows is None or self._join_now(rows) else []
                 self.running = (rows.jobs if rows else []) + take
             try:
                 if take:
                     self.stats.prefills += 1
                     self.stats.admitted += len(take)
+                    t0 = time.perf_counter()
                     new = self.engine.prefill(take)
+                    self.stats.prefill_s += time.perf_counter() - t0
                     if rows is None:
                         rows = new
                     else:
@@ -199,7 +219,9 @@ class Batcher:
                     if rows.jobs:
                         self.stats.steps += 1
                         self.stats.row_steps += len(rows)
+                        t0 = time.perf_counter()
                         self.engine.decode(rows)
+                        self.stats.decode_s += time.perf_counter() - t0
                         self._retire(rows)
                     if not rows.jobs:
                         rows = None

@@ -14,6 +14,7 @@ FLAGS: dict[str, tuple[type | None, str]] = {
     "insecure_no_key": (None, "serve a non-loopback address without a key"),
     "max_batch_size": (int, "rows in the running batch, which requests join and leave at every token (1: no batching)"),
     "batch_window_ms": (float, "when nothing is running, the longest a request waits for the rest of a burst to share its prefill (the wait ends 5 ms after the last arrival)"),
+    "no_prefix_cache": (None, "prefill every prompt whole instead of reusing the cached keys/values of the template's shared head"),
     "prefill_tokens": (int, "prompt tokens prefilled between two decode steps, at most (a longer prompt goes alone)"),
     "max_queue": (int, "requests queued or running before new ones get 429"),
     "max_new_tokens": (int, "largest max_tokens, also used when a request gives none"),

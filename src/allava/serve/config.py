@@ -22,6 +22,7 @@ class ServeConfig:
     max_batch_size: int = 8
     batch_window_ms: float = 50.0  # the longest the first request of a burst waits for the rest
     max_queue: int = 64  # requests waiting or running; beyond it: 429
+    no_prefix_cache: bool = False  # prefill every prompt whole (default: the shared template head is cached)
     prefill_tokens: int = 4096  # prompt tokens prefilled per iteration, at most (a longer prompt goes alone)
     max_new_tokens: int = 256  # default and upper bound of max_tokens
     image_root: Path | None = None  # file:// URLs are allowed only below it

@@ -19,7 +19,7 @@ def load_engine(cfg: ServeConfig):
         import torch
 
         torch.set_num_threads(cfg.threads)
-    return Engine(Answerer(cfg.model, dtype=cfg.dtype, device=cfg.device))
+    return Engine(Answerer(cfg.model, dtype=cfg.dtype, device=cfg.device), prefix_cache=not cfg.no_prefix_cache)
 
 
 def serve(cfg: ServeConfig, engine=None) -> None:
