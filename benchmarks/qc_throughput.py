@@ -1,4 +1,4 @@
-"""QC throughput: records/s and peak memory at 1K / 10K / 100K records with the cheap operators.
+"""QC throughput: records/s, seconds per 1K records and peak memory at 1K / 10K / 100K records.
 
 Each size runs in a fresh subprocess (so peak RSS is that size's own) with a fresh cache: every
 record's stats are computed, then the same run is repeated with a changed threshold to show the
@@ -8,12 +8,20 @@ image: the cache is keyed by record content). Cost per record should stay flat a
     python benchmarks/qc_throughput.py                      # 1000 10000 100000
     python benchmarks/qc_throughput.py --sizes 1000 10000 --ops image_readability text_dedup
     python benchmarks/qc_throughput.py --sizes 10000 --executors local ray   # both executors, one table
-    python benchmarks/qc_throughput.py --config default --run runs/quickstart --sizes 1000 2000 10000
+    python benchmarks/qc_throughput.py --config default --run runs/quickstart --sizes 1000 10000 100000
+    python benchmarks/qc_throughput.py --config default --run runs/quickstart --sizes 1000 10000 \
+        --repeats 2 --compare /path/to/other/src        # interleaved with another checkout's code
 
-With `--config NAME|PATH --run OUT` the records are distinct records of the quickstart world OUT
-(its stage-2 image records and images; beyond the distinct pool they repeat under new ids) and the config's
-model ops get OUT's own LM and CLIP, as in `allava quickstart --study noise`; the cached rerun
-repeats the same config. Model loading is inside the first run's time.
+With `--config NAME|PATH --run OUT` the config's model ops get the quickstart run OUT's own LM and
+CLIP, as in `allava quickstart --study noise`, and the records come from `--data`:
+`generate` (default) renders a fresh scene world per size (`allava.scenes.world.build_world`, seed
+1, the quickstart's generator: one ALLaVA-style record and up to ten short-VQA records per image,
+about N/8 images, repeats dropped, shuffled), so every record is distinct at any N; `world` takes OUT/world's own records (24.5K
+distinct; beyond that they repeat under new ids, and a repeat's stats are computed once, since the
+cache is keyed by content). The world is built before the clock starts; model loading and the lazy
+imports (torch, transformers) are inside the first run's time. The cached rerun repeats the same config.
+`cpu s/1K` is the child's user + system CPU time of the first run: under load from other work it
+moves less than the wall time does.
 
 With `--executors local ray` each size runs once per executor (Ray: a local 2-CPU cluster started
 in the child, its start-up reported apart) and the table adds the Ray / local throughput ratio.
@@ -22,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import random
+import statistics
 import resource
 import subprocess
 import sys
@@ -77,6 +88,28 @@ def world_records(path: Path, n: int, run: Path, images: Path) -> None:
             fh.write(json.dumps(r) + "\n")
 
 
+PER_IMAGE = 8  # distinct records per image of a generated world (11 drawn; rare abilities' pools repeat)
+
+
+def generated_records(path: Path, n: int, folder: Path) -> Path:
+    """`n` distinct records (`measure.distinct`: a cycled pool's repeats are dropped) of a fresh scene
+    world (seed 1: scenes the quickstart models never saw), shuffled so one image's records are spread
+    over the run as in the quickstart's data; returns the image folder."""
+    from allava.quality.measure import distinct
+    from allava.scenes.world import WorldConfig, build_world, instruction_records
+
+    cfg = WorldConfig(seed=1, n_train_images=max(1, math.ceil(1.05 * n / PER_IMAGE)), n_bench_per_ability=0,
+                      n_text=0, n_lm_scenes=0, image_size=96, teacher="inline")
+    build_world(folder, cfg, progress=False)
+    rows = distinct(instruction_records(folder))
+    random.Random(0).shuffle(rows)
+    if len(rows) < n:
+        raise SystemExit(f"generated world has {len(rows)} records, fewer than {n}")
+    with path.open("w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows[:n])
+    return folder / "images"
+
+
 def child(records: str, images: str, ops: list[str], out: str, executor_name: str = "local") -> None:
     from allava.quality.config import parse_config
     from allava.quality.executor import LocalExecutor, RayExecutor
@@ -95,17 +128,34 @@ def child(records: str, images: str, ops: list[str], out: str, executor_name: st
                 e["thresholds"] = {"sharpness": {"min": min_sharp}}
         return parse_config({"ops": entries})
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     run = run_qc_pipeline(records, cfg(0.01), out, image_folder=images, progress=False, plots=False, executor=executor)
-    first = time.perf_counter() - t0
+    first, cpu = time.perf_counter() - t0, _cpu() - c0
     t0 = time.perf_counter()
     run_qc_pipeline(records, cfg(0.02), out, image_folder=images, progress=False, plots=False, executor=executor)
     rerun = time.perf_counter() - t0
     executor.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": len(run.ids), "executor": executor_name, "startup_s": startup, "first_s": first,
-                      "rerun_s": rerun, "peak_rss_mb": peak,
+    print(json.dumps({"n": len(run.ids), "executor": executor_name, "startup_s": startup, "first_s": first, "cpu_s": cpu,
+                      "removed": run.removed, "rerun_s": rerun, "peak_rss_mb": peak,
                       "op_seconds": {k: round(v, 2) for k, v in run.op_seconds.items()}}))
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run_child(rec: Path, images: Path, ops_arg: str, out: Path, executor: str, src: str | None) -> dict:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src
+    res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(images), ops_arg, str(out), executor],
+                         capture_output=True, text=True, check=False, env=env)
+    if res.returncode:
+        print(res.stderr[-2000:])
+        raise SystemExit(res.returncode)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -116,6 +166,11 @@ def main() -> None:
     ap.add_argument("--executors", nargs="+", choices=("local", "ray"), default=["local"])
     ap.add_argument("--config", default=None, help="a QC config (shipped name or path) instead of --ops")
     ap.add_argument("--run", type=Path, default=Path("runs/quickstart"), help="with --config: a quickstart run")
+    ap.add_argument("--data", choices=("generate", "world"), default="generate",
+                    help="with --config: a fresh scene world per size (distinct records), or OUT/world's records")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per size and code, interleaved (min and median)")
+    ap.add_argument("--compare", default=None, metavar="SRC",
+                    help="also run another checkout's code (its src/ folder, as PYTHONPATH), interleaved")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -135,38 +190,53 @@ def main() -> None:
             (root / "config.json").write_text(json.dumps(fill_models(load_yaml(args.config, [], shipped="qc"),
                                                                      args.run.resolve())))
             ops_arg = "@" + str(root / "config.json")
-            print(f"config {args.config} (models of {args.run}); records of {args.run}/world")
+            data = "a generated scene world per size" if args.data == "generate" else f"records of {args.run}/world"
+            print(f"config {args.config} (models of {args.run}); {data}; best of {args.repeats} run(s) per size")
         else:
             make_images(root / "images", args.images)
             ops_arg = ",".join(args.ops)
             print(f"ops: {', '.join(args.ops)}; {args.images} distinct images")
         rows = []
-        print(f"{'records':>8} {'executor':>8} {'first run rec/s':>16} {'us/record':>10} {'cached rerun rec/s':>19} "
-              f"{'peak RSS MB':>12} {'vs local':>9}")
+        codes = [("this", None)] + ([("compare", args.compare)] if args.compare else [])
+        print(f"{'records':>8} {'code':>7} {'executor':>8} {'rec/s':>7} {'s/1K rec':>9} {'cpu s/1K':>9} "
+              f"{'vs 1st size':>11} {'rerun rec/s':>11} {'peak RSS MB':>11} {'vs local':>9} {'removed':>8}")
+        base_per_k: dict[tuple[str, str], float] = {}
         for n in args.sizes:
             rec = root / f"records-{n}.jsonl"
-            if args.config:
+            images = root / "images"
+            if args.config and args.data == "generate":
+                t0 = time.perf_counter()
+                images = generated_records(rec, n, root / f"world-{n}")
+                print(f"         generated {n} records ({math.ceil(1.05 * n / PER_IMAGE)} images) in "
+                      f"{time.perf_counter() - t0:.0f} s (not timed)", flush=True)
+            elif args.config:
                 world_records(rec, n, args.run, root / "images")
             else:
                 make_records(rec, n, [f"{i}.png" for i in range(args.images)])
-            local_rate = None
-            for name in args.executors:
-                res = subprocess.run([sys.executable, __file__, "--child", str(rec), str(root / "images"),
-                                      ops_arg, str(root / f"out-{n}-{name}"), name],
-                                     capture_output=True, text=True, check=False)
-                if res.returncode:
-                    print(res.stderr[-2000:])
-                    raise SystemExit(res.returncode)
-                r = json.loads(res.stdout.strip().splitlines()[-1])
-                rate = r["n"] / r["first_s"]
-                local_rate = rate if name == "local" else local_rate
-                ratio = f"{rate / local_rate:>8.2f}x" if local_rate else f"{'':>9}"
-                print(f"{r['n']:>8} {name:>8} {rate:>16.0f} {1e6 * r['first_s'] / r['n']:>10.0f} "
-                      f"{r['n'] / r['rerun_s']:>19.0f} {r['peak_rss_mb']:>12.0f} {ratio}", flush=True)
-                print(f"         per op (s): {r['op_seconds']}" + (f"; Ray start-up {r['startup_s']:.1f} s"
-                                                                    if name == "ray" else ""), flush=True)
-                rows.append(r)
-        print(json.dumps({"ops": args.ops, "config": args.config, "images": args.images, "executors": args.executors, "sizes": rows}))  # machine-readable
+            runs: dict[tuple[str, str], list[dict]] = {(c, e): [] for c, _ in codes for e in args.executors}
+            for k in range(args.repeats):  # interleaved: every code and executor once per repetition
+                for code, src in codes:
+                    for name in args.executors:
+                        r = _run_child(rec, images, ops_arg, root / f"out-{n}-{name}-{code}-{k}", name, src)
+                        r["code"] = code
+                        runs[(code, name)].append(r)
+                        rows.append(r)
+            for (code, name), reps in runs.items():
+                r = min(reps, key=lambda x: x["first_s"])
+                per_k = 1000 * r["first_s"] / r["n"]
+                base_per_k.setdefault((code, name), per_k)
+                local = runs.get((code, "local"))
+                ratio = (f"{min(x['first_s'] for x in local) / r['first_s']:>8.2f}x"
+                         if local and name != "local" else f"{'':>9}")
+                med = f" (median {r['n'] / statistics.median(x['first_s'] for x in reps):.0f})" if len(reps) > 1 else ""
+                print(f"{r['n']:>8} {code:>7} {name:>8} {r['n'] / r['first_s']:>7.0f} {per_k:>9.2f} "
+                      f"{1000 * r['cpu_s'] / r['n']:>9.2f} {per_k / base_per_k[(code, name)]:>10.2f}x "
+                      f"{r['n'] / r['rerun_s']:>11.0f} {r['peak_rss_mb']:>11.0f} {ratio} {r['removed']:>8}{med}",
+                      flush=True)
+                print(f"         per op, s per 1K records: "
+                      f"{ {op: round(1000 * v / r['n'], 2) for op, v in r['op_seconds'].items()} }"
+                      + (f"; Ray start-up {r['startup_s']:.1f} s" if name == "ray" else ""), flush=True)
+        print(json.dumps({"ops": args.ops, "config": args.config, "data": args.data, "images": args.images, "executors": args.executors, "sizes": rows}))  # machine-readable
 
 
 if __name__ == "__main__":

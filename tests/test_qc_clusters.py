@@ -31,3 +31,31 @@ def test_unique_rows_first_occurrence_order():
     rows, first, inverse, counts = unique_rows(x)
     assert first.tolist() == [0, 1, 3] and counts.tolist() == [2, 2, 1]
     assert np.array_equal(rows[inverse], x)
+
+
+def _brute_nearest(x: np.ndarray) -> np.ndarray:
+    """The definition, on all rows: the full similarity matrix, own row masked, max per row."""
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return sims.max(axis=1)
+
+
+def test_nearest_similarity_equals_brute_force():
+    """Tiled over distinct rows (any block size, blocks not dividing the row count) = brute force on
+    all rows, including rows whose nearest other row is their own copy (similarity 1)."""
+    from allava.quality.clusters import nearest_similarity
+
+    for seed in range(3):
+        x = _templated(seed, distinct=97, n=400)
+        ref = _brute_nearest(x)
+        for block in (7, 64, 1024):
+            got = nearest_similarity(x, block=block)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+        counts = np.unique(x, axis=0, return_counts=True)[1]
+        assert (counts == 1).any() and (counts > 1).any()  # both cases are exercised
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(50, 4))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)  # all distinct: no row is 1.0
+    np.testing.assert_allclose(nearest_similarity(y, block=8), _brute_nearest(y), rtol=0, atol=1e-12)
+    assert nearest_similarity(y, block=8).max() < 1 - 1e-6
+    assert np.isnan(nearest_similarity(y[:1])).all() and nearest_similarity(y[:0]).shape == (0,)

@@ -64,6 +64,29 @@ def test_text_readability_with_a_causal_lm_from_disk(backbones):
     assert "logprob" not in short and short["chars_per_token"] > 2 * garbled["chars_per_token"]
 
 
+def test_small_models_score_on_one_thread_and_the_same_numbers(backbones):
+    """`threads: 0` (auto) runs a tiny model on one torch thread, restored afterwards; any thread
+    count gives the same log-probs (threads is not in the cache key, so it must not change them)."""
+    import torch
+
+    from allava.quality.models import thread_count, torch_threads
+
+    before = torch.get_num_threads()
+    texts = ["a red circle at the top left of the picture", "what colour is the shape in the middle"]
+    auto = TextReadability(TextReadability.Settings(model=backbones["lm"]))
+    two = TextReadability(TextReadability.Settings(model=backbones["lm"], threads=2))
+    a = auto.compute([rec(str(i), "q", t) for i, t in enumerate(texts)])
+    b = two.compute([rec(str(i), "q", t) for i, t in enumerate(texts)])
+    assert auto._threads == 1 and two._threads == 2 and torch.get_num_threads() == before
+    assert [x["logprob"] for x in a] == pytest.approx([x["logprob"] for x in b], abs=1e-5)
+    assert auto.key() == two.key()
+    big = torch.nn.Linear(5000, 5000)  # 25M parameters: torch's own default
+    assert thread_count(big, 0) is None and thread_count(big, 3) == 3
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 def test_text_readability_ranks_garbled_text_lower_with_a_trained_model(backbones, tmp_path):
     """A few steps on the domain are enough for the LM to prefer real sentences over shuffled tokens."""
     import random

@@ -70,16 +70,17 @@ def aggregate(sims: list[float]) -> Stats:
 class HFClip:
     """A CLIP by hub id or local path (`CLIPModel` + its tokenizer and image processor)."""
 
-    def __init__(self, path: str, device: str = "cpu"):
+    def __init__(self, path: str, device: str = "cpu", threads: int = 0):
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-        from allava.quality.models import check_model
+        from allava.quality.models import check_model, thread_count
 
         path = check_model(path, "clip")
         self.model = CLIPModel.from_pretrained(path).to(device).eval()
         self.tok = AutoTokenizer.from_pretrained(path)
         self.proc = AutoImageProcessor.from_pretrained(path)
         self.device = device
+        self.threads = thread_count(self.model, threads)  # 0 = auto: one thread for a small CLIP
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
         self.bos, self.eos = self.tok.bos_token_id, self.tok.eos_token_id
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos
@@ -94,6 +95,8 @@ class HFClip:
     def encode_texts(self, ids: list[list[int]]) -> np.ndarray:
         import torch
 
+        from allava.quality.models import torch_threads
+
         rows = [([self.bos] if self.bos is not None else []) + x[: self.max_tokens - 2] + [self.eos] for x in ids]
         n = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), n), self.pad, dtype=torch.long)
@@ -101,7 +104,7 @@ class HFClip:
         for i, r in enumerate(rows):
             input_ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.threads):
             e = self._tensor(self.model.get_text_features(input_ids=input_ids.to(self.device),
                                                           attention_mask=mask.to(self.device)))
         return torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy()
@@ -110,12 +113,14 @@ class HFClip:
         import torch
         from PIL import Image
 
+        from allava.quality.models import torch_threads
+
         ims = []
         for p in paths:
             with Image.open(p) as im:
                 ims.append(im.convert("RGB"))
         px = self.proc(ims, return_tensors="pt")["pixel_values"].to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.threads):
             e = self._tensor(self.model.get_image_features(pixel_values=px))
         return torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy()
 
@@ -127,6 +132,7 @@ class ClipMatchSettings(OpSettings):
     min_words: int = 3  # shorter sentences are joined to the next; texts shorter than this are not scored
     device: str = no_cache("cpu")
     batch_size: int = no_cache(32)
+    threads: int = no_cache(0)  # torch intra-op threads; 0 = auto (1 for a model under 20M parameters)
 
 
 def embed_chunks(get_encoder: Callable[[], Any], batch: list[QCRecord], text_of: Callable[[QCRecord], str],
@@ -168,7 +174,7 @@ class ClipScored:
 
     def _encoder(self) -> Any:
         if self.encoder is None:  # loaded on first use: batches without images never need it
-            self.encoder = HFClip(self.settings.model, self.settings.device)
+            self.encoder = HFClip(self.settings.model, self.settings.device, getattr(self.settings, "threads", 0))
         return self.encoder
 
     def _text(self, r: QCRecord) -> str:

@@ -25,6 +25,7 @@ class TextReadabilitySettings(OpSettings):
     prefix: str = "bos"  # token that starts each text: bos | eos (LMs pretrained on eos-joined text) | none
     device: str = no_cache("cpu")
     batch_size: int = no_cache(16)
+    threads: int = no_cache(0)  # torch intra-op threads; 0 = auto (1 for a model under 20M parameters)
 
 
 @register_op("text_readability")
@@ -42,7 +43,7 @@ class TextReadability(Op):
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from allava.quality.models import check_model
+        from allava.quality.models import check_model, thread_count
 
         s = self.settings
         path = check_model(s.model, self.name)
@@ -51,6 +52,7 @@ class TextReadability(Op):
             self._tok.pad_token = self._tok.eos_token
         self._tok.padding_side = "right"
         self._model = AutoModelForCausalLM.from_pretrained(path).to(s.device).eval()
+        self._threads = thread_count(self._model, s.threads)
 
     def _texts(self, r: QCRecord) -> list[str]:
         texts = r.responses if self.settings.field == "responses" else r.instructions + r.responses
@@ -100,6 +102,8 @@ class TextReadability(Op):
         by eos (it never saw bos), so its config uses `prefix: eos`."""
         import torch
 
+        from allava.quality.models import torch_threads
+
         if self._model is None:
             self._load()
         tok, s = self._tok, self.settings
@@ -112,7 +116,7 @@ class TextReadability(Op):
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             mask[i, : len(r)] = 1
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self._threads):
             logits = self._model(input_ids=ids.to(s.device), attention_mask=mask.to(s.device)).logits.float().cpu()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0]
