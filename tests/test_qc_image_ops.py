@@ -93,3 +93,54 @@ def test_visual_diversity_with_a_missing_clip_fails_loudly(tmp_path):
     op = VisualDiversity(VisualDiversity.Settings(model=str(tmp_path / "no-such-clip")))
     with pytest.raises(OSError, match="model folder .* not found"):
         op.features([rec(tmp_path / "a.png")])
+
+
+def _brute_dedup(features: list) -> list:
+    """The definition: per distinct file, the smallest max(grey, R, G, B) Hamming distance to any
+    earlier distinct file (exact up to 7, 8 beyond), `near` = the earliest file at that distance."""
+    files, out = [], {}
+    for f in features:
+        if f is None or f["file"] in out:
+            continue
+        best, near = 8, None
+        for g in files:
+            d = bin(int(f["hash"], 16) ^ int(g["hash"], 16)).count("1")
+            if "rgb" in f:
+                d = max([d] + [bin(int(a, 16) ^ int(b, 16)).count("1") for a, b in zip(f["rgb"], g["rgb"])])
+            if d < best:
+                best, near = d, g["file"]
+        out[f["file"]] = {"distance": best, **({"near": near} if near else {})}
+        files.append(f)
+    return [dict(out[f["file"]]) if f is not None else {} for f in features]
+
+
+def test_image_dedup_index_equals_brute_force():
+    """The multi-index hash finds every earlier file within 7 bits: distances and `near` equal the
+    brute-force scan over all earlier files, on hashes made to sit at every distance 0..12 from
+    others (same file twice, files without an image, colour on and off)."""
+    import random
+
+    rng = random.Random(3)
+
+    def flip(x: int, k: int) -> int:
+        for b in rng.sample(range(64), k):
+            x ^= 1 << b
+        return x
+
+    for colour in (True, False):
+        feats, bases = [], [[rng.getrandbits(64) for _ in range(4)] for _ in range(12)]
+        for i in range(400):
+            base = rng.choice(bases)
+            h = flip(base[0], rng.randint(0, 12))
+            f = {"file": f"f{i}.png", "hash": f"{h:016x}"}
+            if colour:
+                f["rgb"] = [f"{flip(c, rng.choice((0, 0, 1, 2, 4))):016x}" for c in base[1:]]
+            feats.append(f)
+            if i % 37 == 0:
+                feats += [None, dict(f)]  # a record without an image; a second record of the same file
+            if i % 41 == 40:
+                feats.append({**feats[-1], "file": f"copy{i}.png"})  # another file, the same picture
+        got = ImageDedup().finalize(feats)
+        assert got == _brute_dedup(feats)
+        dists = [g["distance"] for g in got if g]
+        assert set(range(0, 8)) <= set(dists) and 8 in dists  # every exact distance and "beyond" occur

@@ -4,8 +4,13 @@
 The stat is a distance, not a yes/no, so the Hamming cut-off is a threshold (`min`) and can be
 changed without rehashing. Records that share one image file are not duplicates of each other
 (LLaVA data asks many questions about one image); a second file with the same picture is.
-Candidates come from 8 bands of 8 bits: any pair within 7 bits shares a band (pigeonhole), so the
-distance is exact up to 7 and reported as 8 beyond that.
+Candidates come from a multi-index hash (Norouzi et al., "Fast search in Hamming space with
+multi-index hashing", CVPR 2012): 4 tables of 16-bit substrings, each probed at its exact value and
+its 16 one-bit neighbours. Any pair within 7 bits differs in at most 1 bit of some substring
+(pigeonhole: 2 in each would be 8), so the distance is exact up to 7 and reported as 8 beyond that;
+of two equally near earlier files, `near` names the earlier one. The 8 tables of 8-bit substrings
+this replaced gave the same distances, but their buckets hold 1/256 of all files each, so the work
+per image grew with the dataset (finalize 0.02 s per 1K records at 10K, 0.21 at 100K).
 
 With `colour` (default) each file also gets a pHash per RGB channel and the distance is the largest
 of the grey and channel distances: a grey thumbnail loses colour, so a red and a green cross in the
@@ -23,8 +28,9 @@ import numpy as np
 from allava.quality.base import DatasetOp, ImageMemo, OpSettings, QCRecord, Stats, per_image, register_op
 from allava.quality.images import resize_gray
 
-BANDS = 8
+SUBSTRINGS, SUB_BITS = 4, 16  # RADIUS // SUBSTRINGS == 1: each table is probed within one bit
 RADIUS = 7  # exact distances up to here
+_PROBES = np.array([0] + [1 << b for b in range(SUB_BITS)], dtype=np.int64)
 _POP = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
@@ -96,36 +102,40 @@ class ImageDedup(DatasetOp):
                 f["rgb"] = [f"{h:016x}" for h in phash_channels(r.image_file)]
             return f
         if not hasattr(self, "_memo"):
-            self._memo = ImageMemo()
+            self._memo = ImageMemo(copy=False)  # features are only read
         return per_image(batch, one, self._memo)
 
     def finalize(self, features: list[Any]) -> list[Stats]:
-        hashes: list[int] = []
-        channels: list[list[int]] = []
         files: list[str] = []
-        buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
         file_stats: dict[str, Stats] = {}
+        grey: list[int] = []
+        rgb: list[tuple[int, int, int]] = []
         for f in features:
-            if f is None or f["file"] in file_stats:
-                continue
-            h = int(f["hash"], 16)
-            cands = {j for b in range(BANDS) for j in buckets.get((b, (h >> (8 * b)) & 0xFF), ())}
+            if f is not None and f["file"] not in file_stats:
+                file_stats[f["file"]] = {}
+                files.append(f["file"])
+                grey.append(int(f["hash"], 16))
+                rgb.append(tuple(int(x, 16) for x in f["rgb"]) if "rgb" in f else None)
+        hashes = np.array(grey, dtype=np.uint64)
+        channels = np.array([c or (0, 0, 0) for c in rgb], dtype=np.uint64).reshape(-1, 3)
+        tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(SUBSTRINGS)]
+        mask = (1 << SUB_BITS) - 1
+        for i, h in enumerate(grey):
+            subs = [(h >> (SUB_BITS * t)) & mask for t in range(SUBSTRINGS)]
+            found = [tables[t][k] for t in range(SUBSTRINGS) for k in (subs[t] ^ _PROBES).tolist() if k in tables[t]]
             dist, near = RADIUS + 1, None
-            if cands:
-                idx = np.fromiter(cands, dtype=np.int64)
-                d = hamming(h, np.array([hashes[j] for j in idx], dtype=np.uint64))
-                if "rgb" in f:
-                    for c, hc in enumerate(f["rgb"]):
-                        d = np.maximum(d, hamming(int(hc, 16), np.array([channels[j][c] for j in idx], dtype=np.uint64)))
-                k = int(np.argmin(d))
+            if found:
+                idx = np.unique(np.concatenate([np.asarray(x, dtype=np.int64) for x in found]))
+                d = hamming(h, hashes[idx])
+                if rgb[i] is not None:
+                    for c in range(3):
+                        d = np.maximum(d, hamming(rgb[i][c], channels[idx, c]))
+                k = int(np.argmin(d))  # the first minimum: the earliest file among equally near ones
                 if d[k] <= RADIUS:
                     dist, near = int(d[k]), files[int(idx[k])]
-            file_stats[f["file"]] = {"distance": dist, **({"near": near} if near else {})}
-            for b in range(BANDS):
-                buckets[(b, (h >> (8 * b)) & 0xFF)].append(len(hashes))
-            hashes.append(h)
-            channels.append([int(x, 16) for x in f.get("rgb", ("0", "0", "0"))])
-            files.append(f["file"])
+            file_stats[files[i]] = {"distance": dist, **({"near": near} if near else {})}
+            for t in range(SUBSTRINGS):
+                tables[t][subs[t]].append(i)
         return [dict(file_stats[f["file"]]) if f is not None else {} for f in features]
 
     def indicators(self, stats: list[Stats]) -> dict[str, Any]:

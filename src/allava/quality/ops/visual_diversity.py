@@ -58,7 +58,7 @@ class VisualDiversity(DatasetOp):
 
             self._clip = HFClip(self.settings.model, self.settings.device)
         if not hasattr(self, "_memo"):
-            self._memo = ImageMemo()
+            self._memo = ImageMemo(copy=False)  # features are only read
         return per_image(batch, lambda r: {"file": str(r.image_file), "vec": self._vector(r)}, self._memo)
 
     def _vector(self, r: QCRecord) -> list[float]:
