@@ -29,6 +29,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from allava.config import ConfigError
 from allava.data.templates import get_template, resolve_template
 from allava.data.tokenize import chat_template_for, stop_token_ids
+from allava.model import siglip2
 
 RECIPE_FILE = "allava_recipe.json"
 IMAGE_TOKEN = "<image>"
@@ -147,6 +148,9 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
     dtype = getattr(torch, spec.dtype)
     tokenizer = _fetch(_prepare_tokenizer, spec.language_model, "model.language_model")
     vision = _fetch(lambda n: _load_vision_tower(n, dtype), spec.vision_tower, "model.vision_tower")
+    image_processor = None
+    if siglip2.is_naflex(vision.config):  # SigLIP2 NaFlex: run as SigLIP at one square resolution (model/siglip2.py)
+        vision, image_processor = siglip2.fixed_resolution(vision, AutoImageProcessor.from_pretrained(spec.vision_tower))
     lm = _fetch(lambda n: AutoModelForCausalLM.from_pretrained(n, dtype=dtype), spec.language_model,
                 "model.language_model")
     config = LlavaConfig(
@@ -175,7 +179,7 @@ def build_model(spec: ModelSpec) -> tuple[LlavaForConditionalGeneration, LlavaPr
     if spec.vision_feature_select_strategy == "default" and not num_additional_image_tokens(vision):
         raise ConfigError(f"model.vision_feature_select_strategy: default drops the CLS token, but "
                           f"{vision.config.model_type} has none (every token is a patch); use full")
-    image_processor = AutoImageProcessor.from_pretrained(spec.vision_tower)
+    image_processor = image_processor or AutoImageProcessor.from_pretrained(spec.vision_tower)
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
