@@ -26,6 +26,28 @@ def test_labels_identical_to_dbscan_on_all_rows():
             assert len(set(ref)) > 2  # clusters and noise, not one blob
 
 
+def test_tiled_dbscan_equals_sklearn_weighted_and_in_float32():
+    """dbscan_tiled = sklearn's DBSCAN (cosine, brute, sample weights) for tiles smaller than the
+    data, weights from repeats, float32 rows that are not quite unit norm (visual_diversity's rounded
+    thumbnails), and the eps / min_samples that give all noise or one cluster."""
+    from allava.quality.clusters import dbscan_tiled
+
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        x = _templated(seed, distinct=120, n=120)
+        w = rng.integers(1, 6, size=len(x))
+        for eps, min_samples in ((0.05, 5), (0.2, 3), (0.01, 12), (1e-9, 2), (1.5, 3)):
+            ref = DBSCAN(eps=eps, min_samples=min_samples, metric="cosine", algorithm="brute").fit_predict(
+                x, sample_weight=w)
+            for block in (16, 50, 1024):
+                got = dbscan_tiled(x, w, eps, min_samples, block=block)
+                assert np.array_equal(got, ref), (seed, eps, min_samples, block)
+    y = np.round(_templated(9, distinct=80, n=200), 4).astype(np.float32)
+    ref = DBSCAN(eps=0.05, min_samples=5, metric="cosine", algorithm="brute").fit_predict(y)
+    assert np.array_equal(dbscan_tiled(y, np.ones(len(y)), 0.05, 5, block=32), ref)
+    assert len(set(ref)) > 2
+
+
 def test_unique_rows_first_occurrence_order():
     x = np.array([[1.0, 0], [0, 1], [1, 0], [0.5, 0.5], [0, 1]])
     rows, first, inverse, counts = unique_rows(x)

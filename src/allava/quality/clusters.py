@@ -10,7 +10,7 @@ import numpy as np
 def dbscan_labels(x: np.ndarray, eps: float, min_samples: int, max_points: int, seed: int = 0) -> np.ndarray:
     """Cluster labels (-1 = noise) for unit-norm rows, cosine distance `eps`.
 
-    Above `max_points` rows a random sample is clustered and every other row joins the cluster of its
+    Exactly sklearn's DBSCAN labels (`dbscan_tiled`). Above `max_points` distinct rows a random sample is clustered and every other row joins the cluster of its
     nearest sampled row when that row is within `eps` (noise otherwise): DBSCAN's neighbourhoods are
     quadratic on templated data, the sample keeps the cost flat.
     """
@@ -35,19 +35,111 @@ def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 
 def _dbscan(x: np.ndarray, weight: np.ndarray, eps: float, min_samples: int, max_points: int, seed: int) -> np.ndarray:
-    from sklearn.cluster import DBSCAN
     from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
     idx = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
     labels = np.full(n, -1, dtype=int)
-    labels[idx] = DBSCAN(eps=eps, min_samples=min_samples, metric="cosine", algorithm="brute").fit_predict(
-        x[idx], sample_weight=weight[idx])
+    labels[idx] = dbscan_tiled(x[idx], weight[idx], eps, min_samples)
     if len(idx) < n:
         rest = np.setdiff1d(np.arange(n), idx)
         nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(x[idx])
         d, j = nn.kneighbors(x[rest])
         labels[rest] = np.where(d[:, 0] <= eps, labels[idx][j[:, 0]], -1)
+    return labels
+
+
+def _tiles(n: int, block: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + block)) for s in range(0, n, block)]
+
+
+def dbscan_tiled(x: np.ndarray, weight: np.ndarray, eps: float, min_samples: int, block: int = 1024) -> np.ndarray:
+    """sklearn's `DBSCAN(eps, min_samples, metric="cosine", algorithm="brute").fit_predict(x,
+    sample_weight=weight)`, the same labels, in tiles of `block` x `block` similarities.
+
+    sklearn keeps every point's neighbour list (quadratic memory on templated data: 3 GB and 12 s
+    for 10,932 distinct responses of 100K records). The labels need less: a point is core when the
+    weight within `eps` reaches `min_samples`; clusters are the connected components of core points
+    (their core-core edges), numbered in order of their lowest index (sklearn's outer loop starts
+    each cluster at its first unlabelled core point); a border point takes the lowest-numbered
+    cluster among its core neighbours (that cluster's expansion reaches it first), others are noise
+    (-1). Three passes over the tiles: weights, core-core components (union-find), border labels.
+    Distances as sklearn's `cosine_distances`: rows renormalised, 1 - dot, clipped to [0, 2],
+    neighbours within `eps` as seen from the row's side (sklearn's radius_neighbors)."""
+    from sklearn.preprocessing import normalize
+
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    xn = normalize(x)
+    w = np.asarray(weight, dtype=np.float64)
+    tiles = _tiles(n, block)
+
+    def near(a: tuple[int, int], b: tuple[int, int]) -> np.ndarray:
+        d = xn[a[0]:a[1]] @ xn[b[0]:b[1]].T
+        d *= -1
+        d += 1
+        return np.clip(d, 0.0, 2.0) <= eps
+
+    counts = np.zeros(n)
+    for a in tiles:
+        for b in tiles:
+            counts[a[0]:a[1]] += near(a, b) @ w[b[0]:b[1]]
+    core = counts >= min_samples
+    parent = np.arange(n)
+
+    def roots(i: np.ndarray) -> np.ndarray:
+        while True:
+            p = parent[i]
+            if np.array_equal(p, i):
+                return i
+            i = p
+
+    for a in tiles:
+        ca = np.flatnonzero(core[a[0]:a[1]]) + a[0]
+        if not len(ca):
+            continue
+        for b in tiles:
+            cb = np.flatnonzero(core[b[0]:b[1]]) + b[0]
+            if not len(cb):
+                continue
+            i, j = np.nonzero(near(a, b)[ca - a[0]][:, cb - b[0]])
+            if not len(i):
+                continue
+            ri, rj = roots(ca[i]), roots(cb[j])
+            for u, v in np.unique(np.stack([ri, rj], 1)[ri != rj], axis=0).tolist():
+                while parent[u] != u:
+                    u = parent[u]
+                while parent[v] != v:
+                    v = parent[v]
+                if u != v:
+                    parent[max(u, v)] = min(u, v)  # a component's root is its lowest index
+            while not np.array_equal(parent, parent[parent]):
+                parent = parent[parent]
+    labels = np.full(n, -1, dtype=np.intp)
+    if not core.any():
+        return labels
+    root = roots(np.arange(n))
+    firsts = np.unique(root[core])  # each component's lowest index, ascending: sklearn's cluster order
+    number = np.full(n, -1, dtype=np.intp)
+    number[firsts] = np.arange(len(firsts))
+    labels[core] = number[root[core]]
+    border = np.flatnonzero(~core)
+    if len(border):
+        big = np.iinfo(np.intp).max
+        best = np.full(n, big, dtype=np.intp)
+        for a in tiles:
+            ca = np.flatnonzero(core[a[0]:a[1]]) + a[0]
+            if not len(ca):
+                continue
+            for b in tiles:
+                nb = np.flatnonzero(~core[b[0]:b[1]]) + b[0]
+                if not len(nb):
+                    continue
+                hit = near(a, b)[ca - a[0]][:, nb - b[0]]
+                lab = np.where(hit, labels[ca][:, None], big).min(axis=0)
+                best[nb] = np.minimum(best[nb], lab)
+        labels[border] = np.where(best[border] == big, -1, best[border])
     return labels
 
 
