@@ -13,7 +13,8 @@ padded/real tokens of each arm's batches (the same lengths, in each arm's batch 
 ``--compare features``: the older study, cache on/off x labels-only head on/off within allava.
 
 samples/s is timed over the training steps after the first ``steps // 10`` (one-off kernel and
-allocator warm-up); the feature store is filled once, before the first allava round, and its cost
+allocator warm-up), by the wall clock and by the process's CPU clock (samples per CPU second: what
+the run costs, steadier than wall time where other jobs share the cores); the feature store is filled once, before the first allava round, and its cost
 printed separately. The machine may be shared: run the arms interleaved and read min and median.
 
     python benchmarks/train_throughput.py                       # quickstart preset, CPU, a few minutes on 2 cores
@@ -112,18 +113,24 @@ def build_data(root: Path, n_images: int, n_records: int, image_px: int) -> Path
 
 
 def step_timer(warm: int):
-    """A TrainerCallback timing the steps after the first ``warm`` ones."""
+    """A TrainerCallback timing the steps after the first ``warm`` ones, in wall seconds and in this
+    process's CPU seconds (all its threads; on a shared machine the wall clock also counts the time
+    spent waiting for a core, the CPU clock does not)."""
     from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
-        t0 = t1 = None
+        t0 = t1 = c0 = c1 = None
         steps = 0
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == warm:
-                self.t0 = time.perf_counter()
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
             elif state.global_step > warm:
-                self.t1, self.steps = time.perf_counter(), state.global_step - warm
+                self.t1, self.c1, self.steps = time.perf_counter(), time.process_time(), state.global_step - warm
+
+        def rates(self, batch: int) -> tuple[float, float]:
+            """samples per wall second, samples per CPU second"""
+            return self.steps * batch / (self.t1 - self.t0), self.steps * batch / (self.c1 - self.c0)
 
     return Timer()
 
@@ -163,8 +170,9 @@ def hf_collator(processor, image_folder: Path):
     return collate
 
 
-def run_hf(model_dir: str, records: list[dict], image_folder: Path, out: Path, args, warm: int, bf16: bool) -> float:
-    """The plain Trainer arm; returns samples/s after the warm-up steps."""
+def run_hf(model_dir: str, records: list[dict], image_folder: Path, out: Path, args, warm: int,
+           bf16: bool) -> tuple[float, float]:
+    """The plain Trainer arm; returns samples per wall / CPU second after the warm-up steps."""
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments
 
@@ -179,7 +187,7 @@ def run_hf(model_dir: str, records: list[dict], image_folder: Path, out: Path, a
     timer = step_timer(warm)
     Trainer(model=model, args=targs, train_dataset=records, data_collator=hf_collator(processor, image_folder),
             callbacks=[timer]).train()
-    return timer.steps * args.batch / (timer.t1 - timer.t0)
+    return timer.rates(args.batch)
 
 
 def padding(lengths: list[int], orders: list[list[int]], batch: int, collate) -> float:
@@ -248,20 +256,30 @@ def compare_hf(args, root: Path, clip: str, lm: str, data_root: Path) -> dict:
                                   model.config.image_seq_length, cfg.model_max_length)
         pads = padding_report(ConversationDataset(cfg.data, enc, processor.image_processor), args.batch, args.packing)
         rates: dict[str, list[float]] = {"baseline": [], "allava": []}
+        cpu: dict[str, list[float]] = {"baseline": [], "allava": []}
         cache_s = 0.0
         for rnd in range(args.rounds):
-            rates["baseline"].append(run_hf(str(init), records, images, root / "runs" / f"hf-{name}-{rnd}", args,
-                                            warm, bf16))
+            wall, per_cpu = run_hf(str(init), records, images, root / "runs" / f"hf-{name}-{rnd}", args, warm, bf16)
+            rates["baseline"].append(wall)
+            cpu["baseline"].append(per_cpu)
             timer = step_timer(warm)
             r = run_stage("bench", cfg, str(init), root / "runs" / f"allava-{name}-{rnd}", spec, progress=False,
                           callbacks=[timer], feature_cache_dir=root / "feature_cache")
             cache_s = max(cache_s, r.feature_cache.get("compute_s", 0.0)) if rnd == 0 else cache_s
-            rates["allava"].append(timer.steps * args.batch / (timer.t1 - timer.t0))
+            wall, per_cpu = timer.rates(args.batch)
+            rates["allava"].append(wall)
+            cpu["allava"].append(per_cpu)
             print(f"[{name} round {rnd + 1}] baseline {rates['baseline'][-1]:7.1f}  allava {rates['allava'][-1]:7.1f} "
-                  f"samples/s", flush=True)
-        ratios = [a / b for a, b in zip(rates["allava"], rates["baseline"])]
-        entry = {"samples_per_s": {k: {"min": min(v), "median": statistics.median(v), "all": v} for k, v in rates.items()},
-                 "ratio": {"min": min(ratios), "median": statistics.median(ratios), "all": ratios},
+                  f"samples/s   per CPU-s {cpu['baseline'][-1]:7.1f} vs {cpu['allava'][-1]:7.1f}", flush=True)
+
+        def summary(values: dict[str, list[float]]) -> dict:
+            ratios = [a / b for a, b in zip(values["allava"], values["baseline"])]
+            out = {k: {"min": min(v), "median": statistics.median(v), "all": v} for k, v in values.items()}
+            return {**out, "ratio": {"min": min(ratios), "median": statistics.median(ratios), "all": ratios}}
+
+        wall_s, cpu_s = summary(rates), summary(cpu)
+        entry = {"samples_per_s": {k: wall_s[k] for k in rates}, "ratio": wall_s["ratio"],
+                 "samples_per_cpu_s": {k: cpu_s[k] for k in cpu}, "ratio_per_cpu_s": cpu_s["ratio"],
                  "padded_per_real_token": pads, "feature_cache_fill_s": cache_s, "records": len(records)}
         report["sets"][name] = entry
     label = {"mix": "image+text mix", "vqa": "short VQA"}
@@ -269,10 +287,13 @@ def compare_hf(args, root: Path, clip: str, lm: str, data_root: Path) -> dict:
           f"{args.batch}, {args.rounds} interleaved rounds; packing {'on' if args.packing else 'off'})")
     for name, e in report["sets"].items():
         b, a, q = e["samples_per_s"]["baseline"], e["samples_per_s"]["allava"], e["ratio"]
+        cb, ca, cq = e["samples_per_cpu_s"]["baseline"], e["samples_per_cpu_s"]["allava"], e["ratio_per_cpu_s"]
         print(f"  {label[name]:15s} baseline {b['min']:7.1f} / {b['median']:7.1f}   allava {a['min']:7.1f} / "
               f"{a['median']:7.1f} samples/s (min / median)   ratio {q['min']:.2f}-{q['median']:.2f}x   "
               f"padded/real tokens {e['padded_per_real_token']['baseline']:.2f} vs "
               f"{e['padded_per_real_token']['allava']:.2f}   (feature store filled once: {e['feature_cache_fill_s']:.1f} s)")
+        print(f"  {'':15s} per CPU second: baseline {cb['min']:7.1f} / {cb['median']:7.1f}   allava {ca['min']:7.1f} / "
+              f"{ca['median']:7.1f}   ratio {cq['min']:.2f}-{cq['median']:.2f}x")
     return report
 
 

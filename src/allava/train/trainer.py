@@ -139,6 +139,16 @@ class AllavaTrainer(Trainer):
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
 
+    def floating_point_ops(self, inputs) -> int:
+        # Trainer.floating_point_ops (6 x input tokens x non-embedding parameters), with the parameter
+        # count taken once: the Trainer walks every module of the model for it at each step (~1 ms)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return super().floating_point_ops(inputs)
+        if getattr(self, "_flop_params", None) is None:
+            self._flop_params = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._flop_params
+
     def _track_num_input_tokens(self, inputs):
         if "num_tokens" not in inputs:
             return super()._track_num_input_tokens(inputs)
