@@ -8,8 +8,10 @@ The checkpoint is the quickstart's architecture (preset `quickstart`: 4-layer 12
 (no downloads). A random model never says EOS, so every answer is exactly --max-tokens long: the
 work per request is fixed.
 
-    python benchmarks/serve_load.py                      # ~10 minutes on 2 busy cores
+    python benchmarks/serve_load.py                      # ~4 minutes on 2 busy cores
     python benchmarks/serve_load.py --requests 32 --reps 1 --rss-requests 200   # a quick look
+    git worktree add /tmp/allava-old COMMIT && python benchmarks/serve_load.py --reference-tree /tmp/allava-old
+        # a third server: the same load on an older version's batcher
 """
 from __future__ import annotations
 
@@ -42,9 +44,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ckpt: Path, batch: int, max_tokens: int, threads: int | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(ckpt: Path, batch: int, max_tokens: int, threads: int | None, extra: list[str],
+                 src: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """One `allava serve` process; `src`: serve another checkout's code (its `src/` first on the path)."""
     port = free_port()
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    if src is not None:
+        env["PYTHONPATH"] = str(src / "src")
     threads_flag = ["--threads", str(threads)] if threads else []
     proc = subprocess.Popen([sys.executable, "-m", "allava.cli", "serve", "--model", str(ckpt), "--port", str(port),
                              "--max-batch-size", str(batch), "--max-new-tokens", str(max_tokens), "--max-queue", "256", *threads_flag, *extra],
@@ -89,7 +95,7 @@ def payloads(n: int, seed: int = 1) -> list[list[dict]]:
     return out
 
 
-async def drive(url: str, model: str, asks: list[list[dict]], clients: int, max_tokens: int,
+async def drive(url: str, model: str, asks: list[list[dict]], clients: int, max_tokens: int | list[int],
                 bar=None) -> tuple[float, list[float], list[str]]:
     """`clients` workers share the requests; returns (requests/s, latencies in s, answers in order)."""
     import openai
@@ -102,8 +108,9 @@ async def drive(url: str, model: str, asks: list[list[dict]], clients: int, max_
     async def worker() -> None:
         for k in todo:
             t0 = time.perf_counter()
-            r = await client.chat.completions.create(model=model, messages=asks[k], max_tokens=max_tokens,
-                                                     temperature=0)
+            r = await client.chat.completions.create(
+                model=model, messages=asks[k], temperature=0,
+                max_tokens=max_tokens[k] if isinstance(max_tokens, list) else max_tokens)
             latencies.append(time.perf_counter() - t0)
             answers[k] = r.choices[0].message.content
             if bar is not None:
@@ -115,6 +122,18 @@ async def drive(url: str, model: str, asks: list[list[dict]], clients: int, max_
     finally:
         await client.close()
     return len(asks) / (time.perf_counter() - t0), latencies, answers
+
+
+def server_side(before: dict, after: dict, n: int) -> dict:
+    """Mean rows per decode step and generation-thread ms per request, from two /health readings
+    (a reference server of an older version reports only its batches: mean requests per batch)."""
+    d = {k: after[k] - before[k] for k in after if isinstance(after[k], (int, float)) and k in before}
+    if "steps" not in d:
+        return {"mean_batch": n / max(1, d.get("batches", 0)), **dict.fromkeys(
+            ("prefill_ms", "decode_ms", "queued_ms", "answering_ms"), float("nan"))}
+    return {"mean_batch": d["row_steps"] / max(1, d["steps"]), "prefill_ms": 1e3 * d["prefill_s"] / n,
+            "decode_ms": 1e3 * d["decode_s"] / n, "queued_ms": 1e3 * d.get("queued_s", 0) / n,
+            "answering_ms": 1e3 * d.get("answering_s", 0) / n}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -133,6 +152,10 @@ def main() -> None:
     ap.add_argument("--rss-requests", type=int, default=1000, help="requests for the RSS check (0: skip)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per server (two servers and the client "
                     "share the machine; on 2 busy cores 2 threads ran 10x slower than 1)")
+    ap.add_argument("--mixed-lengths", action="store_true", help="request k asks for its own max_tokens, "
+                    "uniform in [max_tokens/4, 7*max_tokens/4] (mean max_tokens): answers of unequal length")
+    ap.add_argument("--reference-tree", type=Path, help="another allava checkout (e.g. `git worktree add /tmp/old "
+                    "COMMIT`) served batched as a third server, 'reference', in the same interleaved repetitions")
     ap.add_argument("--no-prefix-cache", action="store_true", help="both servers prefill every prompt whole")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args()
@@ -142,13 +165,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = build_checkpoint(Path(tmp), "quickstart")
         extra = ["--no-prefix-cache"] if args.no_prefix_cache else []
-        servers = {"batched": start_server(ckpt, args.max_batch_size, args.max_tokens, args.threads, extra),
-                   "batch1": start_server(ckpt, 1, args.max_tokens, args.threads, extra)}
+        longest = args.max_tokens * 7 // 4 if args.mixed_lengths else args.max_tokens
+        servers = {"batched": start_server(ckpt, args.max_batch_size, longest, args.threads, extra),
+                   "batch1": start_server(ckpt, 1, longest, args.threads, extra)}
+        if args.reference_tree:
+            servers["reference"] = start_server(ckpt, args.max_batch_size, longest, args.threads, [],
+                                                args.reference_tree.resolve())
         try:
             for proc, url in servers.values():
                 wait_ready(proc, url)
+            rss_boot = health(servers["batched"][1])["rss_mb"]
             model = ckpt.name
             asks = payloads(args.requests)
+            rng = random.Random(3)
+
+            def answer_lengths(n: int) -> int | list[int]:
+                return ([rng.randint(max(1, args.max_tokens // 4), longest) for _ in range(n)] if args.mixed_lengths
+                        else args.max_tokens)
+            lengths = answer_lengths(len(asks))
             for _, url in servers.values():  # warm-up
                 asyncio.run(drive(url, model, asks[:4], 2, args.max_tokens))
             runs: dict[tuple[str, int], list[dict]] = {}
@@ -156,16 +190,13 @@ def main() -> None:
             with tqdm(total=total, desc="serve_load requests", unit="req") as bar:
                 for rep in range(args.reps):
                     for c in levels:
-                        for mode in (("batched", "batch1") if rep % 2 == 0 else ("batch1", "batched")):
+                        order = list(servers) if rep % 2 == 0 else list(servers)[::-1]
+                        for mode in order:
                             before = health(servers[mode][1])
-                            rps, lat, answers = asyncio.run(drive(servers[mode][1], model, asks, c, args.max_tokens, bar))
+                            rps, lat, answers = asyncio.run(drive(servers[mode][1], model, asks, c, lengths, bar))
                             after = health(servers[mode][1])
-                            steps = after["steps"] - before["steps"]
-                            runs.setdefault((mode, c), []).append({
-                                "rps": rps, "lat": lat, "answers": answers,
-                                "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, steps),
-                                "prefill_ms": 1e3 * (after["prefill_s"] - before["prefill_s"]) / len(asks),
-                                "decode_ms": 1e3 * (after["decode_s"] - before["decode_s"]) / len(asks)})
+                            runs.setdefault((mode, c), []).append({"rps": rps, "lat": lat, "answers": answers,
+                                                                   **server_side(before, after, len(asks))})
             reference = runs[("batch1", levels[0])][0]["answers"]
             same = all(r["answers"] == reference for r in sum(runs.values(), []))
             rows = {}
@@ -176,9 +207,13 @@ def main() -> None:
                                        "p50_s": pct(lat, 0.5), "p99_s": pct(lat, 0.99),
                                        "mean_batch": statistics.median(r["mean_batch"] for r in rs),
                                        "prefill_ms": statistics.median(r["prefill_ms"] for r in rs),
-                                       "decode_ms": statistics.median(r["decode_ms"] for r in rs)}
-            ratios = {c: {"median": rows[f"batched@{c}"]["rps_median"] / rows[f"batch1@{c}"]["rps_median"],
-                          "min": rows[f"batched@{c}"]["rps_min"] / rows[f"batch1@{c}"]["rps_min"]} for c in levels}
+                                       **{k: statistics.median(r[k] for r in rs) for k in
+                                          ("prefill_ms", "decode_ms", "queued_ms", "answering_ms")}}
+            def ratio(a: str, b: str) -> dict:
+                return {c: {"median": rows[f"{a}@{c}"]["rps_median"] / rows[f"{b}@{c}"]["rps_median"],
+                            "min": rows[f"{a}@{c}"]["rps_min"] / rows[f"{b}@{c}"]["rps_min"]} for c in levels}
+            ratios = ratio("batched", "batch1")
+            vs_reference = ratio("batched", "reference") if "reference" in servers else {}
             rss = []
             if args.rss_requests:
                 url = servers["batched"][1]
@@ -188,7 +223,7 @@ def main() -> None:
                     done = 0
                     while done < args.rss_requests:
                         n = min(100, args.rss_requests - done)
-                        asyncio.run(drive(url, model, many[:n], 8, args.max_tokens, bar))
+                        asyncio.run(drive(url, model, many[:n], max(levels), answer_lengths(n), bar))
                         done += n
                         rss.append((done, health(url)["rss_mb"]))
         finally:
@@ -203,23 +238,29 @@ def main() -> None:
     import torch
 
     print(f"checkpoint: quickstart preset, random weights; {args.requests} requests per level x {args.reps} reps, "
-          f"max_tokens {args.max_tokens}, batched server --max-batch-size {args.max_batch_size} "
+          f"max_tokens {args.max_tokens}{' (mixed, mean)' if args.mixed_lengths else ''}, "
+          f"{'no prefix cache, ' if args.no_prefix_cache else ''}batched server --max-batch-size {args.max_batch_size} "
           f"{args.threads} torch thread(s) each; {os.cpu_count()} CPUs, torch {torch.__version__}")
     print(f"{'':>10} {'clients':>7} {'req/s min':>10} {'req/s med':>10} {'p50 s':>7} {'p99 s':>7} {'batch':>6} "
-          f"{'prefill ms/req':>14} {'decode ms/req':>13}")
+          f"{'prefill ms/req':>14} {'decode ms/req':>13} {'queued ms':>9} {'answering ms':>12}")
     for key, r in sorted(rows.items(), key=lambda kv: (kv[1]["clients"], kv[1]["mode"])):
         print(f"{r['mode']:>10} {r['clients']:>7} {r['rps_min']:>10.2f} {r['rps_median']:>10.2f} "
-              f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {r['mean_batch']:>6.1f} {r['prefill_ms']:>14.1f} {r['decode_ms']:>13.1f}")
+              f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {r['mean_batch']:>6.1f} {r['prefill_ms']:>14.1f} {r['decode_ms']:>13.1f} "
+              f"{r['queued_ms']:>9.1f} {r['answering_ms']:>12.1f}")
     for c, ratio in ratios.items():
         print(f"{c:>3} clients: batched / --max-batch-size 1 = {ratio['median']:.2f}x (median), {ratio['min']:.2f}x (min)")
+    for c, ratio in vs_reference.items():
+        print(f"{c:>3} clients: batched / reference tree batched = {ratio['median']:.2f}x (median), {ratio['min']:.2f}x (min)")
     print(f"greedy answers identical batched vs --max-batch-size 1 (every level, every rep): {same}")
     if rss:
-        print(f"RSS over {rss[-1][0]} requests: {rss[0][1]:.0f} MB at start, {rss[1][1]:.0f} MB after 100, "
+        print(f"batched server RSS: {rss_boot:.0f} MB after loading; over {rss[-1][0]} more requests "
+              f"({max(levels)} clients): {rss[0][1]:.0f} MB at start, {rss[1][1]:.0f} MB after 100, "
               f"{rss[-1][1]:.0f} MB at the end (max {max(r for _, r in rss):.0f} MB)")
-    summary = {"rows": rows, "ratios": {str(c): r for c, r in ratios.items()}, "greedy_identical": same, "rss_mb": rss, "settings": vars(args)}
-    print(json.dumps(summary))
+    summary = {"rows": rows, "ratios": {str(c): r for c, r in ratios.items()},
+               "vs_reference": {str(c): r for c, r in vs_reference.items()}, "greedy_identical": same, "rss_mb": rss, "rss_boot_mb": rss_boot, "settings": vars(args)}
+    print(json.dumps(summary, default=str))
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     arrived: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # when its prefill began
     tokens: list[int] = field(default_factory=list)
     emitted: str = ""  # the answer so far (all of it once done)
     finish_reason: str | None = None
@@ -88,6 +89,8 @@ class Stats:
     refused_queue_full: int = 0
     prefill_s: float = 0.0  # generation-thread seconds in prefill (images, prompts, forward, first tokens)
     decode_s: float = 0.0  # ... in decode steps (forward, choice, detokenising, stop checks)
+    queued_s: float = 0.0  # request-seconds waiting to be prefilled, summed
+    answering_s: float = 0.0  # request-seconds from prefill to leaving the batch, summed
 
     def health(self) -> dict:
         return {"served": self.served, "cancelled": self.cancelled, "batches": self.prefills, "steps": self.steps,
@@ -96,7 +99,8 @@ class Stats:
                 "mean_prefill_size": round(self.admitted / self.prefills, 2) if self.prefills else 0,
                 "joined_running": self.joined_running,
                 "refused_queue_full": self.refused_queue_full, "prefill_s": round(self.prefill_s, 3),
-                "decode_s": round(self.decode_s, 3)}
+                "decode_s": round(self.decode_s, 3), "queued_s": round(self.queued_s, 3),
+                "answering_s": round(self.answering_s, 3)}
 
 
 class Batcher:
@@ -207,6 +211,9 @@ class Batcher:
                     self.stats.prefills += 1
                     self.stats.admitted += len(take)
                     t0 = time.perf_counter()
+                    for j in take:
+                        j.started = time.monotonic()
+                        self.stats.queued_s += j.started - j.arrived
                     new = self.engine.prefill(take)
                     self.stats.prefill_s += time.perf_counter() - t0
                     if rows is None:
@@ -238,5 +245,6 @@ class Batcher:
 
     def _retire(self, rows: Rows) -> None:
         for j in rows.retire():
+            self.stats.answering_s += time.monotonic() - j.started
             if not j.cancelled:
                 self.stats.served += 1
