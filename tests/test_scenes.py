@@ -174,6 +174,23 @@ def test_clip_hard_negatives_change_exactly_one_detail():
             assert 1 <= len(changed) <= 3 or len(true.split()) != len(neg.split())
 
 
+def test_clip_patch_labels_follow_the_scene_graph_cell_by_cell():
+    """Row-major, one class per 3x3 cell (= one ViT patch of the quickstart's tower): the object's
+    name (or empty), its colour and a shape's size; -100 where a label does not apply."""
+    from allava.scenes.graph import GRID, SIZES
+    from allava.scenes.teacher import PATCH_OBJECTS, clip_patch_labels
+
+    for scene in SCENES[:60]:
+        labels = clip_patch_labels(scene)
+        assert all(len(v) == GRID * GRID for v in labels.values())
+        placed = {o.cell[0] * GRID + o.cell[1]: o for o in scene.objects}
+        for k in range(GRID * GRID):
+            o = placed.get(k)
+            assert PATCH_OBJECTS[labels["object"][k]] == (o.name if o else "empty")
+            assert labels["color"][k] == (list(COLORS).index(o.color) if o and o.color else -100)
+            assert labels["size"][k] == (list(SIZES).index(o.size) if o and o.category == "shape" else -100)
+
+
 def test_lm_docs_ask_every_ability_about_a_scene_in_words(tmp_path):
     from allava.train.pretrain_lm import conversation_texts
 

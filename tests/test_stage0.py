@@ -153,8 +153,9 @@ def test_clip_hard_negatives_enter_the_loss(tok_dir, tmp_path):
     ids, lengths = tokenize_captions(caps, tok, 16)
     mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
     with torch.no_grad():
-        plain = _contrastive_loss(model, px, ids, mask, None, None)
-        same = _contrastive_loss(model, px, ids, mask, ids, mask)  # negatives identical to the positives
+        img = model.get_image_features(pixel_values=px)
+        plain = _contrastive_loss(model, img, ids, mask, None, None)
+        same = _contrastive_loss(model, img, ids, mask, ids, mask)  # negatives identical to the positives
     assert torch.isclose(plain, model(input_ids=ids, attention_mask=mask, pixel_values=px, return_loss=True).loss,
                          atol=1e-5)
     assert same > plain + 0.1
@@ -167,3 +168,40 @@ def test_clip_hard_negatives_enter_the_loss(tok_dir, tmp_path):
 
     pos = CLIPModel.from_pretrained(tmp_path / "clip").vision_model.embeddings.position_embedding.weight
     assert pos.std() > 0.5  # the large init, not CLIP's 0.02
+
+
+def _patch_grid_image(colors: list[str], side: int, patch: int) -> Image.Image:
+    """One flat colour per ViT patch, row-major."""
+    im = Image.new("RGB", (side, side))
+    draw, per_row = ImageDraw.Draw(im), side // patch
+    for k, c in enumerate(colors):
+        r, col = divmod(k, per_row)
+        draw.rectangle([col * patch, r * patch, (col + 1) * patch - 1, (r + 1) * patch - 1], fill=COLORS[c])
+    return im
+
+
+def test_clip_dense_labels_train_probes_on_the_projector_layer(tok_dir, tmp_path):
+    """Per-patch labels train a linear probe on `dense_layer`'s patch outputs (held-out accuracy
+    reported); with dense_weight 0 no probe is trained; the saved tower has no probe weights."""
+    rng = random.Random(0)
+    side, patch = CLIP_PRESET.image_size, CLIP_PRESET.patch_size
+    n = (side // patch) ** 2
+    names = list(COLORS)
+    pairs = []
+    for _ in range(160):
+        cells = [rng.choice(names) for _ in range(n)]
+        pairs.append((_patch_grid_image(cells, side, patch), " ".join(cells), [], {"color": [names.index(c) for c in cells]}))
+    cfg = CLIPTrainConfig(max_steps=40, batch_size=32, lr=2e-3, eval_size=32, eval_batch=16, dense_layer=-2)
+    stats = train_clip(pairs, tok_dir, tmp_path / "dense", CLIP_PRESET, cfg, progress=False)
+    assert stats["dense_probe_acc"]["color"] > 0.9  # chance 0.25
+    assert not any("probe" in k for k in CLIPModel.from_pretrained(tmp_path / "dense").state_dict())
+    off = train_clip(pairs, tok_dir, tmp_path / "off", CLIP_PRESET,
+                     CLIPTrainConfig(max_steps=1, batch_size=32, eval_size=32, dense_weight=0.0), progress=False)
+    assert off["dense_probe_acc"] == {}
+
+
+def test_clip_dense_labels_of_the_wrong_length_name_the_pair(tok_dir, tmp_path):
+    img = Image.new("RGB", (CLIP_PRESET.image_size,) * 2)
+    pairs = [(img, "a", [], {"color": [0]})] * 10
+    with pytest.raises(ValueError, match=r"pair \d+ .*patch label 'color' needs \d+ values \(one per patch\), got 1 labels"):
+        train_clip(pairs, tok_dir, tmp_path / "bad", CLIP_PRESET, CLIPTrainConfig(max_steps=1, batch_size=4), progress=False)

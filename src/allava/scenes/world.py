@@ -43,6 +43,7 @@ from allava.scenes.teacher import (
     caption_record,
     clip_caption,
     clip_hard_negatives,
+    clip_patch_labels,
     lm_doc,
     text_record,
     vqa_record,
@@ -168,7 +169,8 @@ def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: b
             for ability, qas in all_qas(scene, seed, cfg.vqa_phrasings).items():
                 pools.setdefault(ability, []).extend((rid, image, scene, qa) for qa in qas)
             out["clip"].append({"image": image, "caption": clip_caption(scene),
-                                "negatives": clip_hard_negatives(scene, random.Random(f"negatives/{seed}"))})
+                                "negatives": clip_hard_negatives(scene, random.Random(f"negatives/{seed}")),
+                                "patch_labels": clip_patch_labels(scene)})
             bar.update()
     out["instruct"] += balanced_vqa(pools, cfg.vqa_per_ability or cfg.n_train_images,
                                      random.Random(f"vqa-balance/{cfg.seed}"))

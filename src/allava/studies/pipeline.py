@@ -75,9 +75,10 @@ def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.clip import train_clip
 
     images = out / "world" / "images"
-    pairs = [(images / r["image"], r["caption"], r.get("negatives", []))
+    pairs = [(images / r["image"], r["caption"], r.get("negatives", []), r.get("patch_labels"))
              for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
-    return train_clip(pairs, out / "tokenizer", out / "clip", cfg.architectures()[1], cfg.clip)
+    clip_cfg = replace(cfg.clip, dense_layer=cfg.vision_feature_layer)  # probe the layer the projector reads
+    return train_clip(pairs, out / "tokenizer", out / "clip", cfg.architectures()[1], clip_cfg)
 
 
 def run_stage0(out: Path, cfg: QuickstartConfig, phases: Phases) -> None:

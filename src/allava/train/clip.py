@@ -24,8 +24,9 @@ from allava.model.presets import TinyCLIP
 from allava.train.loop import random_batches, train_steps
 
 ImageLike = str | Path | Image.Image
-# (image, caption) or (image, caption, hard-negative captions)
-Pair = tuple[ImageLike, str] | tuple[ImageLike, str, list[str]]
+# (image, caption), (image, caption, hard-negative captions) or
+# (image, caption, negatives, {label name: one class id per patch, -100 = none})
+Pair = tuple[ImageLike, str] | tuple[ImageLike, str, list[str]] | tuple[ImageLike, str, list[str], dict[str, list[int]]]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -50,6 +51,11 @@ class CLIPTrainConfig:
     # patch embedding, and contrastive training never restores it: patch tokens then hardly say where
     # they are, which a LLaVA LM (RoPE: positions reach only attention scores) needs to read off.
     position_init_std: float | None = 1.0
+    # Dense supervision: where pairs carry per-patch labels, a linear probe per label name on the
+    # patch outputs of `dense_layer` (the layer LLaVA feeds its projector) adds `dense_weight` x its
+    # cross-entropy. The probes are dropped at save: the tower stays a plain CLIPVisionModel.
+    dense_weight: float = 1.0
+    dense_layer: int = -2
     bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16
 
 
@@ -148,11 +154,11 @@ def _unit(out) -> torch.Tensor:
     return torch.nn.functional.normalize(emb, dim=-1)
 
 
-def _contrastive_loss(model: CLIPModel, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+def _contrastive_loss(model: CLIPModel, img: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                       neg_ids: torch.Tensor | None, neg_mask: torch.Tensor | None) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP's own loss without negatives); with negatives, image->text also ranks
     each image's hard negatives (extra columns shared by the batch, as NegCLIP does)."""
-    img = _unit(model.get_image_features(pixel_values=px))
+    img = _unit(img)
     txt = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))
     scale = model.logit_scale.exp()
     cols = txt
@@ -163,6 +169,45 @@ def _contrastive_loss(model: CLIPModel, px: torch.Tensor, ids: torch.Tensor, mas
     i2t = torch.nn.functional.cross_entropy(scale * img @ cols.T, target)
     t2i = torch.nn.functional.cross_entropy(scale * txt @ img.T, target)
     return (i2t + t2i) / 2
+
+
+def _dense_labels(pairs: list[tuple], n_patches: int) -> dict[str, torch.Tensor]:
+    """{name: (N, n_patches) long} from the pairs' label dicts; every pair must carry the same names."""
+    names = sorted(pairs[0][3]) if pairs and pairs[0][3] else []
+    out = {}
+    for name in names:
+        rows = []
+        for i, p in enumerate(pairs):
+            row = (p[3] or {}).get(name)
+            if row is None or len(row) != n_patches:
+                got = "no labels" if row is None else f"{len(row)} labels"
+                raise ValueError(f"pair {i} ({p[0]}): patch label {name!r} needs {n_patches} values (one per patch), got {got}")
+            rows.append(row)
+        out[name] = torch.tensor(rows, dtype=torch.long)
+    return out
+
+
+def _dense_loss(heads: torch.nn.ModuleDict, patches: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over label names of the probes' cross-entropy on labelled patches."""
+    losses = [torch.nn.functional.cross_entropy(heads[k](patches).flatten(0, 1).float(), y.flatten(), ignore_index=-100)
+              for k, y in labels.items() if (y != -100).any()]
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def _probe_accuracy(model: CLIPModel, heads: torch.nn.ModuleDict, processor, pixels: torch.Tensor,
+                    labels: dict[str, torch.Tensor], layer: int, batch: int) -> dict[str, float]:
+    """Held-out accuracy of each dense probe on the patches that carry its label."""
+    model.eval()
+    hits = {k: 0 for k in labels}
+    for s in range(0, len(pixels), batch):
+        hs = model.vision_model(pixel_values=normalize(pixels[s:s + batch], processor), output_hidden_states=True)
+        patches = hs.hidden_states[layer][:, 1:]
+        for k, y in labels.items():
+            y = y[s:s + batch]
+            hits[k] += int(((heads[k](patches).argmax(-1) == y) & (y != -100)).sum())
+    model.train()
+    return {k: hits[k] / max(1, int((y != -100).sum())) for k, y in labels.items()}
 
 
 def train_clip(
@@ -187,17 +232,21 @@ def train_clip(
         torch.nn.init.normal_(model.vision_model.embeddings.position_embedding.weight, std=cfg.position_init_std)
     model.train()
 
-    pairs = [(p[0], p[1], list(p[2]) if len(p) > 2 and cfg.hard_negatives else []) for p in pairs]
+    pairs = [(p[0], p[1], list(p[2]) if len(p) > 2 and cfg.hard_negatives else [], p[3] if len(p) > 3 else None)
+             for p in pairs]
     random.Random(cfg.seed).shuffle(pairs)  # held-out slice must not depend on input order
     n_eval = min(cfg.eval_size, len(pairs) // 5)
     n_train = len(pairs) - n_eval
-    captions = [c for _, c, _ in pairs]
+    captions = [p[1] for p in pairs]
     t_cache = time.perf_counter()
-    pixels = cache_images([im for im, _, _ in pairs], processor)  # uint8; normalized per batch
+    pixels = cache_images([p[0] for p in pairs], processor)  # uint8; normalized per batch
     cache_s = time.perf_counter() - t_cache
     ids, lengths = tokenize_captions(captions, tokenizer, preset.max_text_positions)
-    negatives = [n for _, _, negs in pairs[:n_train] for n in negs]
-    owner = torch.tensor([i for i, (_, _, negs) in enumerate(pairs[:n_train]) for _ in negs], dtype=torch.long)
+    negatives = [n for p in pairs[:n_train] for n in p[2]]
+    owner = torch.tensor([i for i, p in enumerate(pairs[:n_train]) for _ in p[2]], dtype=torch.long)
+    n_patches = (preset.image_size // preset.patch_size) ** 2
+    dense = _dense_labels(pairs, n_patches) if cfg.dense_weight > 0 else {}
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(preset.vision_hidden, int(y.max()) + 1) for k, y in dense.items()})
     neg_ids, neg_lengths = tokenize_captions(negatives, tokenizer, preset.max_text_positions) if negatives else (None, None)
 
     batches = random_batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
@@ -208,10 +257,15 @@ def train_clip(
         px = normalize(pixels[idx], processor)
         neg = torch.nonzero(torch.isin(owner, idx)).flatten()
         n_ids, n_mask = _text_batch(neg_ids, neg_lengths, neg) if len(neg) else (None, None)
-        return _contrastive_loss(model, px, input_ids, mask, n_ids, n_mask)
+        vision = model.vision_model(pixel_values=px, output_hidden_states=bool(dense))
+        loss = _contrastive_loss(model, model.visual_projection(vision.pooler_output), input_ids, mask, n_ids, n_mask)
+        if dense:
+            patches = vision.hidden_states[cfg.dense_layer][:, 1:]
+            loss = loss + cfg.dense_weight * _dense_loss(heads, patches, {k: y[idx] for k, y in dense.items()})
+        return loss
 
     losses, train_s, bf16 = train_steps(
-        model, step_loss, max_steps=cfg.max_steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio,
+        torch.nn.ModuleDict({"clip": model, "probes": heads}), step_loss, max_steps=cfg.max_steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, betas=(0.9, 0.98), bf16=cfg.bf16,
         desc="train CLIP", progress=progress)
 
@@ -221,6 +275,9 @@ def train_clip(
         acc, chance = retrieval_accuracy(
             model, processor, pixels[ev], ids[ev], lengths[ev], captions[ev], cfg.eval_batch
         )
+
+    probe_acc = _probe_accuracy(model, heads, processor, pixels[n_train:], {k: y[n_train:] for k, y in dense.items()},
+                                cfg.dense_layer, cfg.eval_batch) if dense and n_eval else {}
 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
@@ -237,5 +294,6 @@ def train_clip(
         "wall_s": time.perf_counter() - t0,
         "bf16": bf16,
         "hard_negatives": len(negatives),
+        "dense_probe_acc": probe_acc,  # held-out, per label name
         "loss_history": losses,
     }
