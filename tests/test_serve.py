@@ -391,6 +391,32 @@ def test_an_internal_failure_is_a_500_without_a_traceback(ckpt, engine):
         assert "secret" not in s.text and '"server_error"' in s.text and s.text.endswith("data: [DONE]\n\n")
 
 
+def test_a_request_failing_to_prefill_leaves_the_running_rows_answering(ckpt, engine):
+    """A prefill that raises fails only the requests it was starting; rows already decoding go on."""
+    class FailsOnce(PacedEngine):
+        def prefill(self, jobs):
+            if any("boom" in j.request.conversations[-1]["value"] for j in jobs):
+                raise RuntimeError("secret internal detail")
+            return super().prefill(jobs)
+
+    broken = FailsOnce(engine.answerer, delay=0.02)
+    broken.eos = set()
+    with running(ckpt, broken, max_new_tokens=40) as url:
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
+        result = {}
+        first = threading.Thread(target=lambda: result.update(r=post(url, body, timeout=60)))
+        first.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/health").json()["steps"] < 3:  # the first request is decoding
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        failed = post(url, {"messages": [{"role": "user", "content": "boom"}], "max_tokens": 5})
+        first.join(60)
+        assert failed.status_code == 500 and "secret" not in failed.text
+        assert result["r"].status_code == 200 and result["r"].json()["usage"]["completion_tokens"] == 40
+        assert httpx.get(url + "/health").json()["served"] == 1
+
+
 def test_file_urls_only_under_the_image_root_and_remote_urls_only_when_allowed(ckpt, engine, tmp_path):
     import http.server
     import socketserver

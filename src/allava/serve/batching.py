@@ -207,44 +207,61 @@ class Batcher:
                 take = self._admit(rows) if rows is None or self._join_now(rows) else []
                 self.running = (rows.jobs if rows else []) + take
             try:
-                if take:
-                    self.stats.prefills += 1
-                    self.stats.admitted += len(take)
-                    t0 = time.perf_counter()
-                    for j in take:
-                        j.started = time.monotonic()
-                        self.stats.queued_s += j.started - j.arrived
-                    new = self.engine.prefill(take)
-                    self.stats.prefill_s += time.perf_counter() - t0
-                    if rows is None:
-                        rows = new
-                    else:
-                        self.stats.joined_running += len(take)
-                        rows.extend(new)
-                if rows is not None:
-                    self._retire(rows)
-                    if rows.jobs:
-                        self.stats.steps += 1
-                        self.stats.row_steps += len(rows)
-                        t0 = time.perf_counter()
-                        self.engine.decode(rows)
-                        self.stats.decode_s += time.perf_counter() - t0
-                        self._retire(rows)
-                    if not rows.jobs:
-                        rows = None
-            except Exception:
-                failed = (rows.jobs if rows else []) + [j for j in take if rows is None or j not in rows.jobs]
-                log.exception("generation failed for %d requests", len(failed))
-                for j in failed:
-                    if not j.done:
-                        j.finish_reason = "error"
-                        j.send("error", "generation failed (logged on the server)")
+                rows = self._iterate(rows, take)
+            except Exception:  # a bug in the scheduler itself: fail everyone, keep the thread alive
+                log.exception("the generation loop failed")
+                self._fail((rows.jobs if rows else []) + take)
                 rows = None
             with self._cond:
                 self.running = rows.jobs if rows else []
 
+    def _iterate(self, rows: Rows | None, take: list[Job]) -> Rows | None:
+        """Prefill `take` and join it to `rows`, then one decode step; returns the running batch."""
+        if take:
+            self.stats.prefills += 1
+            self.stats.admitted += len(take)
+            t0 = time.perf_counter()
+            for j in take:
+                j.started = time.monotonic()
+                self.stats.queued_s += j.started - j.arrived
+            try:
+                new = self.engine.prefill(take)
+            except Exception:  # only the new requests fail; the running rows are untouched
+                log.exception("prefill failed for %d requests", len(take))
+                self._fail(take)
+                new = None
+            self.stats.prefill_s += time.perf_counter() - t0
+            if new is not None and rows is None:
+                rows = new
+            elif new is not None:
+                self.stats.joined_running += len(take)
+                rows.extend(new)
+        if rows is not None:
+            self._retire(rows)
+            if rows.jobs:
+                self.stats.steps += 1
+                self.stats.row_steps += len(rows)
+                t0 = time.perf_counter()
+                try:
+                    self.engine.decode(rows)
+                except Exception:  # the batch's cache is in an unknown state: every row fails
+                    log.exception("decode failed for %d requests", len(rows))
+                    self._fail(rows.jobs)
+                self.stats.decode_s += time.perf_counter() - t0
+                self._retire(rows)
+            if not rows.jobs:
+                rows = None
+        return rows
+
+    @staticmethod
+    def _fail(jobs: list[Job]) -> None:
+        for j in jobs:
+            if not j.done:
+                j.finish_reason = "error"
+                j.send("error", "generation failed (logged on the server)")
+
     def _retire(self, rows: Rows) -> None:
         for j in rows.retire():
             self.stats.answering_s += time.monotonic() - j.started
-            if not j.cancelled:
+            if not j.cancelled and j.finish_reason != "error":
                 self.stats.served += 1

@@ -264,7 +264,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
     """One draw as `generate(do_sample=True)` makes it: logits / temperature
     (transformers' `TemperatureLogitsWarper`), then the nucleus (`TopPLogitsWarper`: drop the
     lowest-probability tokens whose cumulative probability is at most 1 - top_p, keep at least one)."""
-    scores = logits.float() / temperature
+    scores = logits.float().cpu() / temperature  # the generator lives on the CPU
     if top_p < 1.0:
         ordered, order = torch.sort(scores, descending=False)
         cumulative = ordered.softmax(-1).cumsum(-1)
