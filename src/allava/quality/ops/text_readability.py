@@ -66,24 +66,26 @@ class TextReadability(Op):
         if self._model is None:
             self._load()
         s = self.settings
+        texts = [(i, t) for i, r in enumerate(batch) for t in self._texts(r)]
+        # one batched call (the Rust tokenizer's), each text tokenized once: score gets the same ids
+        ids = self._tok([t for _, t in texts], add_special_tokens=False)["input_ids"] if texts else []
         flat, chars, pieces = [], [0] * len(batch), [0] * len(batch)
-        for i, r in enumerate(batch):
-            for t in self._texts(r):
-                n = len(self._tok(t, add_special_tokens=False)["input_ids"])
-                if len(t) >= s.min_chars:
-                    chars[i] += len(t)
-                    pieces[i] += n
-                if n >= s.min_tokens:
-                    flat.append((i, t))
+        for (i, t), row in zip(texts, ids):
+            n = len(row)
+            if len(t) >= s.min_chars:
+                chars[i] += len(t)
+                pieces[i] += n
+            if n >= s.min_tokens:
+                flat.append((i, t, row))
         order = sorted(range(len(flat)), key=lambda k: len(flat[k][1]))  # similar lengths: less padding
         scores: dict[int, tuple[float, int]] = {}
         bs = max(1, s.batch_size)
         for b in range(0, len(order), bs):
             part = order[b:b + bs]
-            for k, sc in zip(part, self.score([flat[k][1] for k in part])):
+            for k, sc in zip(part, self._score_ids([flat[k][2] for k in part])):
                 scores[k] = sc
         per: list[list[tuple[float, int]]] = [[] for _ in batch]
-        for k, (i, _) in enumerate(flat):
+        for k, (i, _, _) in enumerate(flat):
             if scores[k][1] > 0:
                 per[i].append(scores[k])
         out: list[Stats] = []
@@ -100,16 +102,19 @@ class TextReadability(Op):
         """(mean log-prob of the text's tokens, number of tokens) per text; the `prefix` token conditions
         the first one, so a one-word answer is scored too. The quickstart LM is pretrained on lines joined
         by eos (it never saw bos), so its config uses `prefix: eos`."""
+        if self._model is None:
+            self._load()
+        return self._score_ids([self._tok(t, add_special_tokens=False)["input_ids"] for t in texts])
+
+    def _score_ids(self, token_ids: list[list[int]]) -> list[tuple[float, int]]:
         import torch
 
         from allava.quality.models import torch_threads
 
-        if self._model is None:
-            self._load()
         tok, s = self._tok, self.settings
         start = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "none": None}[s.prefix]
         bos = [start] if start is not None else []
-        rows = [(bos + tok(t, add_special_tokens=False)["input_ids"])[: s.max_length] for t in texts]
+        rows = [(bos + list(x))[: s.max_length] for x in token_ids]
         n = max(len(r) for r in rows)
         ids = torch.full((len(rows), n), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), n), dtype=torch.long)
