@@ -1,45 +1,82 @@
-"""The attention kernel of a training step on CPU (``allava.train.attention``): short bf16 rows
-avoid PyTorch's CPU flash kernel (its backward has a large fixed cost there), with the same loss
-and gradients to bf16 rounding; every other step keeps PyTorch's choice."""
+"""The LM's attention while a stage trains on CPU in bf16 (``allava.train.attention``): short rows
+are computed in transformers' eager form instead of PyTorch's CPU SDPA kernels (slow there), with
+the same attention; everything else is transformers' ``sdpa_attention_forward`` unchanged."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import TrainingArguments
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from allava.data.dataset import Collator, ConversationDataset, DataSource
+from allava.data.dataset import Collator, ConversationDataset, DataSource, PackingCollator
 from allava.data.tokenize import ConversationEncoder
 from allava.model.build import ModelSpec, build_model
 from allava.train import attention
 from allava.train.trainer import AllavaTrainer, set_trainable
 
-FLASH = "_scaled_dot_product_flash_attention_for_cpu"
-# bf16 autocast: the two kernels accumulate in another order, so agreement is to bf16 rounding
-LOSS_TOL = dict(rel=2e-2, abs=2e-3)
+SDPA_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")
+# bf16 against the fp32 reference: bf16 keeps ~3 significant digits
+BF16_TOL = dict(rtol=2e-2, atol=2e-2)
 
 
-def test_the_rule():
-    short, long = attention.SHORT_ROWS, attention.SHORT_ROWS + 1
-    assert attention.use_math_kernel("cpu", True, short)
-    assert not attention.use_math_kernel("cpu", True, long)  # the flash kernel wins from ~192 tokens
-    assert not attention.use_math_kernel("cpu", False, short)  # fp32: the flash kernel is as fast
-    assert not attention.use_math_kernel("cuda", True, short)  # GPUs keep PyTorch's choice
-    assert not attention.use_math_kernel("cpu", True, 0)
+def test_what_takes_the_eager_form():
+    q = torch.zeros(2, 4, 40, 16, dtype=torch.bfloat16)
+    assert attention.eager_fits(q, q, {})
+    assert not attention.eager_fits(q.float(), q.float(), {})  # fp32: the flash kernel is fast
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 queries (after the rotary embedding) under bf16 autocast
+        assert attention.eager_fits(q.float(), q.float(), {})
+    assert not attention.eager_fits(q[:, :, :1], q, {})  # decoding with a cache
+    long = torch.zeros(1, 4, attention.SHORT_ROWS + 1, 16, dtype=torch.bfloat16)
+    assert not attention.eager_fits(long, long, {})
+    for k in ("softcap", "s_aux", "sinks", "position_bias"):
+        assert not attention.eager_fits(q, q, {k: 1.0})
 
 
-def step(trainer: AllavaTrainer, batch: dict) -> tuple[float, dict[str, torch.Tensor], set[str]]:
-    """One bf16 forward + backward through the trainer's compute_loss; the ops it ran."""
+class Module(torch.nn.Module):
+    is_causal = True
+    num_key_value_groups = 2
+
+
+@pytest.mark.parametrize("mask", ["causal", "padding", "packed", "additive"])
+def test_the_eager_form_is_sdpa_attention(mask):
+    """Against transformers' sdpa_attention_forward in fp32 on the same inputs, grouped-query heads
+    (8 query, 4 key/value), each mask shape the LMs hand it."""
+    g = torch.Generator().manual_seed(0)
+    b, t = 3, 24
+    q, k, v = (torch.randn(b, h, t, 16, generator=g) for h in (8, 4, 4))
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    m = None
+    if mask == "padding":  # right padding: the last 5 keys of row 1 are pads
+        m = causal.expand(b, 1, t, t).clone()
+        m[1, :, :, -5:] = False
+    elif mask == "packed":  # two samples of 10 and 14 tokens in each row
+        seq = torch.tensor([0] * 10 + [1] * 14)
+        m = (causal & (seq[:, None] == seq[None, :])).expand(b, 1, t, t)
+    elif mask == "additive":
+        m = torch.where(causal, 0.0, torch.finfo(torch.float32).min).expand(b, 1, t, t)
+    ref, _ = sdpa_attention_forward(Module(), q, k, v, m, scaling=0.25)
+    got, _ = attention.sdpa_or_eager(Module(), q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                     m if m is None or m.dtype == torch.bool else m.bfloat16(), scaling=0.25)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape == (b, t, 8, 16)
+    keep = slice(None) if mask != "padding" else slice(0, t - 5)  # padded queries are ignored by the loss
+    torch.testing.assert_close(got.float()[:, keep], ref[:, keep], **BF16_TOL)
+
+
+def step(trainer: AllavaTrainer, batch: dict) -> tuple[float, dict[str, torch.Tensor], int]:
+    """One bf16 forward + backward through the trainer's compute_loss; its SDPA kernel calls."""
     trainer.model.zero_grad(set_to_none=True)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = trainer.compute_loss(trainer.model, dict(batch))
         loss.backward()
     grads = {k: p.grad.float().clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
-    return loss.item(), grads, {e.key for e in prof.key_averages()}
+    return loss.item(), grads, sum(e.count for e in prof.key_averages() if e.key in SDPA_OPS)
 
 
-def test_a_short_bf16_step_on_cpu_runs_the_math_kernel_with_the_same_loss(backbones, tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_short_bf16_step_on_cpu_trains_the_sdpa_loss_without_the_sdpa_kernels(backbones, tiny_data, tmp_path,
+                                                                                 packed):
     torch.manual_seed(0)
     model, processor = build_model(ModelSpec(vision_tower=backbones["clip"], language_model=backbones["lm"],
                                              template="human_assistant"))
@@ -49,18 +86,27 @@ def test_a_short_bf16_step_on_cpu_runs_the_math_kernel_with_the_same_loss(backbo
     enc = ConversationEncoder(processor.tokenizer, "human_assistant", "<image>", model.config.image_seq_length, 512)
     ds = ConversationDataset([DataSource(tiny_data["vqa"], tiny_data["images"]), DataSource(tiny_data["text"])], enc,
                              processor.image_processor)
-    batch = Collator(processor.tokenizer.pad_token_id, 8)([ds[i] for i in (0, 1, 30, 31)])
+    collate = (PackingCollator if packed else Collator)(processor.tokenizer.pad_token_id, 8)
+    batch = collate([ds[i] for i in (0, 1, 30, 31)])
     assert batch["input_ids"].shape[1] <= attention.SHORT_ROWS
     args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=True, report_to=[])
-    trainer = AllavaTrainer(model=model, args=args, data_collator=Collator(processor.tokenizer.pad_token_id))
-    loss, grads, ops = step(trainer, batch)
-    assert not any(FLASH in op for op in ops), "a short bf16 row on CPU ran the flash kernel"
-    monkeypatch.setattr(attention, "SHORT_ROWS", 0)  # PyTorch's own choice: the flash kernel
-    ref_loss, ref_grads, ref_ops = step(trainer, batch)
-    assert any(FLASH in op for op in ref_ops)
-    assert loss == pytest.approx(ref_loss, **LOSS_TOL)
+    trainer = AllavaTrainer(model=model, args=args, data_collator=collate)
+    ref_loss, ref_grads, ref_calls = step(trainer, batch)  # plain sdpa
+    lm_layers = model.config.text_config.num_hidden_layers
+    tower_layers = model.config.vision_config.num_hidden_layers  # the frozen tower's own attention: sdpa
+    assert ref_calls == lm_layers + tower_layers
+    with attention.short_rows_eager(model, True) as on:
+        assert on and {c._attn_implementation for c in attention._lm_configs(model)} == {attention.NAME}
+        loss, grads, calls = step(trainer, batch)
+    assert model.config.text_config._attn_implementation == "sdpa"  # put back: what is saved is untouched
+    assert model.model.language_model.config._attn_implementation == "sdpa"
+    assert calls == tower_layers, "a short bf16 LM row on CPU ran an SDPA kernel"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert loss == pytest.approx(ref_loss, rel=2e-2, abs=2e-3)
     assert grads.keys() == ref_grads.keys() and grads
-    for k in grads:  # relative to the tensor's scale: bf16 keeps ~3 significant digits
+    for k in grads:  # relative to the tensor's scale
         scale = ref_grads[k].abs().max().item() or 1.0
         assert (grads[k] - ref_grads[k]).abs().max().item() <= 5e-2 * scale, k
+    with attention.short_rows_eager(model, False) as on:  # GPU or fp32: nothing changes
+        assert not on and model.config.text_config._attn_implementation == "sdpa"
     trainer.hooks.remove()

@@ -1,42 +1,103 @@
-"""Which scaled-dot-product-attention kernel a training step uses on CPU.
+"""How a training step computes the LM's attention on CPU in bf16.
 
 PyTorch's CPU flash-attention kernel (what ``attn_implementation="sdpa"`` picks) has a large fixed
-cost in its bf16 *backward*: for the short rows of VQA data it is the most expensive op of a step.
-Measured on the 2-core dev machine (AMD EPYC with AVX512-BF16, 1 thread, under load; forward +
-backward in ms, math / flash kernel):
+cost in its bf16 *backward*, and its math kernel upcasts bf16 to fp32: for the short rows of VQA
+data attention was the most expensive part of a step. Forward + backward in CPU ms, bf16, 1 thread
+on the 2-core dev machine (AMD EPYC with AVX512-BF16) under load, causal bool mask:
 
-    batch x heads x head dim   T=64       T=96       T=128      T=160       T=192       T=256
-    8 x 4 x 64                 2.8/4.6    4.7/7.2    7.8/10.7   12.2/14.4   17.9/14.0   28.2/22.7
-    8 x 8 x 64                 5.5/8.4    10.2/14.1  15.7/22.0  23.5/29.7   33.9/30.0   58.7/45.4
-    4 x 32 x 80 (Phi-2)        12.0/22.2  23.6/41.2  39.3/51.6  63.0/96.2   83.2/77.2   187.3/114.1
-    4 x 32 x 128 (Llama)       18.4/24.9  42.2/44.4  55.7/67.6  119.5/148.3 120.2/127.7 236.1/149.6
+    batch x heads x head dim   T     flash    math    eager (below)
+    6 x 4 x 64                 40    4.2      1.7     0.9
+    6 x 4 x 64                 128   11.1     10.3    3.8
+    6 x 4 x 64                 256   20.1     24.9    11.3
+    6 x 4 x 64                 384   42.2     55.5    27.0
+    4 x 32 x 80 (Phi-2)        160   85.2     73.9    32.9
+    4 x 32 x 80 (Phi-2)        256   135.2    205.6   114.5
+    4 x 32 x 128 (Llama)       256   167.8    270.2   126.0
 
-(at T=40, 8 x 4 x 64: 1.8 vs 6.0; the flash kernel switches to larger blocks at 192 tokens). In
-fp32 the flash kernel is as fast as the math one at every length. So a bf16 step on CPU whose
-rows are at most ``SHORT_ROWS`` tokens runs attention with the math kernel (the same attention,
-written as matmul + softmax; the eager/sdpa numerics of transformers' own fallback), and every
-other step keeps whatever PyTorch picks. GPUs are never touched.
+So while a stage trains on CPU, the LM runs ``allava_sdpa``: transformers' own
+``sdpa_attention_forward`` (and its mask, ``sdpa_mask``), except that bf16 rows of at most
+``SHORT_ROWS`` tokens on CPU are computed as transformers' eager attention computes them (bf16
+matmuls, the mask added, softmax in fp32, then dropout). The same attention: the loss and gradients
+equal the flash kernel's to bf16 rounding (tests/test_train_attention.py). The model's configured
+implementation is put back when training ends, so what is saved is untouched; GPUs, fp32 and
+anything the eager form here does not cover (soft-capping, attention sinks, position bias, a KV
+cache longer than the query) go to ``sdpa_attention_forward`` unchanged.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-SHORT_ROWS = 160  # tokens per row at or below which the math kernel won on CPU in bf16 (table above)
-
-
-def use_math_kernel(device: torch.device | str, bf16: bool, row_tokens: int, short_rows: int | None = None) -> bool:
-    """Whether a step with rows of ``row_tokens`` should avoid the CPU flash kernel
-    (``short_rows``: None reads ``SHORT_ROWS``)."""
-    limit = SHORT_ROWS if short_rows is None else short_rows
-    return torch.device(device).type == "cpu" and bf16 and 0 < row_tokens <= limit
+NAME = "allava_sdpa"
+SHORT_ROWS = 256  # tokens per row up to which the eager form beat both SDPA kernels (table above)
+_NOT_EAGER = ("softcap", "s_aux", "sinks", "position_bias")
 
 
-def attention_kernel(device: torch.device | str, bf16: bool, row_tokens: int,
-                     short_rows: int | None = None) -> contextlib.AbstractContextManager:
-    """The context a training forward runs in (its backward follows the kernel chosen here)."""
-    if use_math_kernel(device, bf16, row_tokens, short_rows):
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
+def bf16_on_cpu(query: torch.Tensor) -> bool:
+    """bf16 tensors, or CPU autocast to bf16 (the rotary embedding hands fp32 queries to attention)."""
+    return query.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
+def eager_fits(query: torch.Tensor, key: torch.Tensor, kwargs: dict) -> bool:
+    """A bf16 training-shaped call on CPU (query length = key length, 2..SHORT_ROWS tokens)."""
+    t = query.shape[2]
+    return (query.device.type == "cpu" and bf16_on_cpu(query) and 1 < t <= SHORT_ROWS
+            and key.shape[2] == t and not kwargs.get("output_attentions")
+            and all(kwargs.get(k) is None for k in _NOT_EAGER))
+
+
+def sdpa_or_eager(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                  is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention; short bf16 rows on CPU eagerly (the same math)."""
+    if not eager_fits(query, key, kwargs):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
+        # sdpa's is_causal=True (the mask function left the mask out because it is purely causal)
+        t = query.shape[2]
+        attention_mask = torch.ones(t, t, dtype=torch.bool, device=query.device).tril()
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+    weights = F.dropout(weights, p=dropout, training=dropout > 0)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(NAME, sdpa_or_eager)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+
+
+def _lm_configs(model: torch.nn.Module) -> list:
+    """The language model's config object(s): the Llava config's text_config, and the LM module's
+    own config where the model was assembled from separately loaded parts."""
+    configs = [model.config.text_config]
+    lm = getattr(getattr(model, "model", None), "language_model", None)
+    if lm is not None and lm.config is not configs[0]:
+        configs.append(lm.config)
+    return configs
+
+
+@contextlib.contextmanager
+def short_rows_eager(model: torch.nn.Module, enabled: bool):
+    """While training: the LM's ``sdpa`` attention as ``allava_sdpa`` (``enabled``: CPU and bf16)."""
+    configs = [c for c in _lm_configs(model) if enabled and c._attn_implementation == "sdpa"]
+    for c in configs:
+        c._attn_implementation = NAME
+    try:
+        yield bool(configs)
+    finally:
+        for c in configs:
+            c._attn_implementation = "sdpa"

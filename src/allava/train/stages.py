@@ -29,6 +29,7 @@ from allava.model import lora
 from allava.model.build import ModelSpec, Recipe, build_model, load_checkpoint, save_checkpoint, use_template
 from allava.model.lora import LoraSpec
 from allava.train import feature_cache
+from allava.train.attention import short_rows_eager
 from allava.train.precision import use_bf16
 from allava.train.progress import use_stage_progress
 from allava.train.trainer import AllavaTrainer, set_trainable
@@ -186,7 +187,9 @@ def run_stage(name: str, cfg: StageConfig, init: ModelSpec | str, out_dir: str |
         trainer.state = finished
         clock.restore(finished.stateful_callbacks.get(type(clock).__name__))
     else:
-        trainer.train(resume_from_checkpoint=resume)
+        # on CPU in bf16 short rows take the eager attention form (train/attention.py: the SDPA kernels are slow there)
+        with short_rows_eager(model, bf16 and args.device.type == "cpu"):
+            trainer.train(resume_from_checkpoint=resume)
     trainer.hooks.remove()
 
     final = out_dir / "final"

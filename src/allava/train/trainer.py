@@ -23,7 +23,6 @@ from transformers import Trainer
 
 from allava.data.tokenize import IGNORE_INDEX
 
-from allava.train.attention import attention_kernel
 from allava.train.sampler import ModalityGroupedSampler, default_megabatch
 
 HEAD_ROWS_MULTIPLE = 64
@@ -162,11 +161,6 @@ class AllavaTrainer(Trainer):
             # packed: no cache, so transformers reads the restarting position ids as sample bounds
             inputs["use_cache"] = False
         features = inputs.pop("image_features", None)
-        # short rows in bf16 on CPU: the math attention kernel (attention.py: the flash one's backward is slow there)
-        with attention_kernel(self.args.device, self.args.bf16, inputs["input_ids"].shape[-1]):
-            return self._compute_loss(model, inputs, features, return_outputs, num_items_in_batch)
-
-    def _compute_loss(self, model, inputs, features, return_outputs, num_items_in_batch):
         sparse = (self.lm_head_on_labels_only and not return_outputs and "labels" in inputs
                   and self.label_smoother is None and self.compute_loss_func is None)
         if not sparse:
