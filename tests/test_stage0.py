@@ -200,6 +200,29 @@ def test_clip_dense_labels_train_probes_on_the_projector_layer(tok_dir, tmp_path
     assert off["dense_probe_acc"] == {}
 
 
+def test_cosine_probes_and_the_where_am_i_label(tok_dir, tmp_path):
+    """Cosine probes score scale x cos(feature, class vector), so a token's length cannot buy a low
+    loss; `dense_position` adds a "cell" label (the patch's own index) that the tower learns to say."""
+    from allava.train.clip import CosineProbe
+
+    probe = CosineProbe(8, 3, scale=10.0)
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(probe(x), probe(100 * x))
+    assert probe(x).abs().max() <= 10.0 + 1e-5
+    rng = random.Random(1)
+    side, patch = CLIP_PRESET.image_size, CLIP_PRESET.patch_size
+    n = (side // patch) ** 2
+    pairs = []
+    for _ in range(96):
+        cells = [rng.choice(list(COLORS)) for _ in range(n)]
+        pairs.append((_patch_grid_image(cells, side, patch), " ".join(cells)))
+    cfg = CLIPTrainConfig(max_steps=40, batch_size=32, lr=2e-3, eval_size=32, eval_batch=16,
+                          dense_cosine_scale=10.0, dense_position=True)
+    stats = train_clip(pairs, tok_dir, tmp_path / "cell", CLIP_PRESET, cfg, progress=False)
+    assert set(stats["dense_probe_acc"]) == {"cell"}
+    assert stats["dense_probe_acc"]["cell"] > 0.5, stats["dense_probe_acc"]  # chance 1/16 after 40 steps
+
+
 def test_clip_dense_labels_of_the_wrong_length_name_the_pair(tok_dir, tmp_path):
     img = Image.new("RGB", (CLIP_PRESET.image_size,) * 2)
     pairs = [(img, "a", [], {"color": [0]})] * 10

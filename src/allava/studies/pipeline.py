@@ -11,6 +11,7 @@ from pathlib import Path
 
 from allava.data.dataset import DataSource
 from allava.model.build import ModelSpec
+from allava.scenes.graph import GRID
 from allava.scenes.world import TEACHER_DIR, TEACHER_ITEMS, corpus_lines, read_jsonl
 from allava.studies.config import QuickstartConfig
 from allava.studies.phases import Phases, stage_summary
@@ -75,10 +76,16 @@ def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.clip import train_clip
 
     images = out / "world" / "images"
-    pairs = [(images / r["image"], r["caption"], r.get("negatives", []), r.get("patch_labels"))
+    preset = cfg.architectures()[1]
+    # The labels are per scene cell: they supervise patches only where one patch sees one cell.
+    per_cell = preset.image_size // preset.patch_size == GRID
+    pairs = [(images / r["image"], r["caption"], r.get("negatives", []), r.get("patch_labels") if per_cell else None)
              for r in read_jsonl(out / "world" / "clip_pairs.jsonl")]
     clip_cfg = replace(cfg.clip, dense_layer=cfg.vision_feature_layer)  # probe the layer the projector reads
-    return train_clip(pairs, out / "tokenizer", out / "clip", cfg.architectures()[1], clip_cfg)
+    stats = train_clip(pairs, out / "tokenizer", out / "clip", preset, clip_cfg)
+    if not per_cell:
+        stats["dense_labels_skipped"] = f"the tower's patch grid is not the scene's {GRID}x{GRID} cells"
+    return stats
 
 
 def run_stage0(out: Path, cfg: QuickstartConfig, phases: Phases) -> None:

@@ -185,7 +185,9 @@ def _phase_notes(p: dict) -> str:
     if "tokens_per_s" in p:
         return f"{p['tokens_per_s']:.0f} tokens/s, final loss {p.get('final_loss', float('nan')):.3f}"
     if "retrieval_acc" in p:
-        return f"held-out image→text retrieval top-1 {p['retrieval_acc']:.1%}"
+        probes = ", ".join(f"{k} {v:.1%}" for k, v in sorted((p.get("dense_probe_acc") or {}).items()))
+        return (f"held-out image→text retrieval top-1 {p['retrieval_acc']:.1%}"
+                + (f"; per-patch probes (held-out): {probes}" if probes else ""))
     if "exported" in p:  # the teacher phase
         reasons = "; ".join(f"{n} × {r}" for r, n in p.get("reject_reasons", {}).items())
         return (f"`allava synth allava-laion --teacher scene`: {p['records']} records, {p['rejected']} rejected"

@@ -56,6 +56,10 @@ class CLIPTrainConfig:
     # cross-entropy. The probes are dropped at save: the tower stays a plain CLIPVisionModel.
     dense_weight: float = 1.0
     dense_layer: int = -2
+    # > 0: the probes are cosine classifiers (unit features . unit class vectors x this scale), so a
+    # label must be a large share of the patch token's direction, not a faint linearly decodable one.
+    dense_cosine_scale: float = 0.0
+    dense_position: bool = False  # also a "cell" label per patch: its own index (where am I)
     bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16
 
 
@@ -187,6 +191,19 @@ def _dense_labels(pairs: list[tuple], n_patches: int) -> dict[str, torch.Tensor]
     return out
 
 
+class CosineProbe(torch.nn.Module):
+    """scale x cos(feature, class vector): the loss falls only as the label's share of the feature grows."""
+
+    def __init__(self, hidden: int, classes: int, scale: float):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(classes, hidden) * hidden ** -0.5)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.nn.functional.normalize(x.float(), dim=-1)
+        return self.scale * f @ torch.nn.functional.normalize(self.weight, dim=-1).T
+
+
 def _dense_loss(heads: torch.nn.ModuleDict, patches: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over label names of the probes' cross-entropy on labelled patches."""
     losses = [torch.nn.functional.cross_entropy(heads[k](patches).flatten(0, 1).float(), y.flatten(), ignore_index=-100)
@@ -246,7 +263,15 @@ def train_clip(
     owner = torch.tensor([i for i, p in enumerate(pairs[:n_train]) for _ in p[2]], dtype=torch.long)
     n_patches = (preset.image_size // preset.patch_size) ** 2
     dense = _dense_labels(pairs, n_patches) if cfg.dense_weight > 0 else {}
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(preset.vision_hidden, int(y.max()) + 1) for k, y in dense.items()})
+    if cfg.dense_weight > 0 and cfg.dense_position:
+        dense["cell"] = torch.arange(n_patches).expand(len(pairs), -1).clone()
+
+    def probe(classes: int) -> torch.nn.Module:
+        if cfg.dense_cosine_scale > 0:
+            return CosineProbe(preset.vision_hidden, classes, cfg.dense_cosine_scale)
+        return torch.nn.Linear(preset.vision_hidden, classes)
+
+    heads = torch.nn.ModuleDict({k: probe(int(y.max()) + 1) for k, y in dense.items()})
     neg_ids, neg_lengths = tokenize_captions(negatives, tokenizer, preset.max_text_positions) if negatives else (None, None)
 
     batches = random_batches(n_train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
