@@ -51,8 +51,8 @@ class CLIPTrainConfig:
     # patch embedding, and contrastive training never restores it: patch tokens then hardly say where
     # they are, which a LLaVA LM (RoPE: positions reach only attention scores) needs to read off.
     position_init_std: float | None = 1.0
-    # Dense supervision: where pairs carry per-patch labels, a linear probe per label name on the
-    # patch outputs of `dense_layer` (the layer LLaVA feeds its projector) adds `dense_weight` x its
+    # Dense supervision: where pairs carry per-patch labels, a probe per label name on the patch
+    # outputs of `dense_layer` (the layer LLaVA feeds its projector) adds `dense_weight` x its
     # cross-entropy. The probes are dropped at save: the tower stays a plain CLIPVisionModel.
     dense_weight: float = 1.0
     dense_layer: int = -2
