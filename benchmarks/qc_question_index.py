@@ -11,23 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from functools import lru_cache
 from pathlib import Path
-
-
-def _old_key_index(scene):
-    from allava.quality import premise
-    from allava.scenes.abilities import ask
-
-    index: dict = {}
-    for k in range(24):
-        for qas in ask(scene, random.Random(f"premise/{scene.seed}/{k}")).values():
-            for qa in qas:
-                index.setdefault(premise.question_key(qa.question), set()).add(qa.answer)
-    return {key: frozenset(v) for key, v in index.items()}
 
 
 def load(paths: list[Path], n: int):
@@ -76,7 +63,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: no world records with meta.seed (run `allava quickstart --out {args.run}` first)")
     scenes = list(dict.fromkeys(s for s, _, _ in records))
     new = verdicts(records, exact, exact_keys)
-    old = verdicts(records, lru_cache(maxsize=None)(verify.sampled_question_index), lru_cache(maxsize=None)(_old_key_index))
+    old = verdicts(records, lru_cache(maxsize=None)(verify.sampled_question_index), lru_cache(maxsize=None)(premise.sampled_key_index))
     verify.question_index, premise._key_index = exact, exact_keys
     same = sum(a == b for a, b in zip(new, old))
     flagged = sum(bool(v[0] or v[1]) for v in new)

@@ -14,16 +14,6 @@ from allava.scenes.graph import sample_scene
 from allava.scenes.teacher import complex_question, detailed_answer
 
 
-def _old_key_index(scene):
-    """premise._key_index as it was: 24 random draws of every ability."""
-    index: dict = {}
-    for k in range(24):
-        for qas in ask(scene, random.Random(f"premise/{scene.seed}/{k}")).values():
-            for qa in qas:
-                index.setdefault(premise.question_key(qa.question), set()).add(qa.answer)
-    return {key: frozenset(v) for key, v in index.items()}
-
-
 def _records(n: int):
     """Question / answer pairs as the world and a noisy teacher write them: the scene's question
     (bare, short-answer, complex), correct long and short answers, and wrong short answers."""
@@ -55,7 +45,7 @@ def test_verdicts_identical_to_the_sampled_index(monkeypatch):
     new = _verdicts(records)
     assert any(v[0] for v in new) and not all(v[0] for v in new)  # some judged wrong, some right
     monkeypatch.setattr(verify, "question_index", lru_cache(maxsize=None)(verify.sampled_question_index))
-    monkeypatch.setattr(premise, "_key_index", lru_cache(maxsize=None)(_old_key_index))
+    monkeypatch.setattr(premise, "_key_index", lru_cache(maxsize=None)(premise.sampled_key_index))
     assert _verdicts(records) == new
 
 
@@ -68,7 +58,16 @@ def test_find_qa_uses_the_exact_index():
         assert hit is not None and hit.answer in {a for _, a in verify.question_index(scene)[verify._norm(qa.question)]}
 
 
-def test_an_ability_drawing_otherwise_is_sampled(monkeypatch):
+@pytest.fixture
+def fresh_question_caches():
+    """The scene question caches emptied before and after: the test registers an ability of its own."""
+    verify.scene_questions.cache_clear()
+    yield
+    verify.scene_questions.cache_clear()
+    verify.question_index.cache_clear()
+
+
+def test_an_ability_drawing_otherwise_is_sampled(monkeypatch, fresh_question_caches):
     """An ability that uses its rng beyond `choice` still gets indexed (by sampling)."""
     from allava.scenes.abilities import QA, Ability
 
@@ -76,24 +75,14 @@ def test_an_ability_drawing_otherwise_is_sampled(monkeypatch):
         return [QA("coin", f"Is it heads {rng.randint(1, 2)}?", "a")]
 
     monkeypatch.setitem(ABILITIES, "coin", Ability("coin", coin, ("a", "b", "c", "d")))
-    verify.scene_questions.cache_clear()
-    try:
-        qs = {qa.question for qa in verify.scene_questions(sample_scene(1)) if qa.ability == "coin"}
-        assert qs == {"Is it heads 1?", "Is it heads 2?"}
-    finally:
-        verify.scene_questions.cache_clear()
-        verify.question_index.cache_clear()
+    qs = {qa.question for qa in verify.scene_questions(sample_scene(1)) if qa.ability == "coin"}
+    assert qs == {"Is it heads 1?", "Is it heads 2?"}
 
 
 @pytest.mark.parametrize("leak", [lambda rng: rng.choice(("x", "y")) + "?", lambda rng: f"{rng.choice(('x', 'y'))}?"])
-def test_an_alternative_used_outside_format_is_sampled(monkeypatch, leak):
+def test_an_alternative_used_outside_format_is_sampled(monkeypatch, fresh_question_caches, leak):
     from allava.scenes.abilities import QA, Ability
 
     monkeypatch.setitem(ABILITIES, "leak", Ability("leak", lambda s, rng: [QA("leak", leak(rng), "a")], ("a", "b", "c", "d")))
-    verify.scene_questions.cache_clear()
-    try:
-        qs = {qa.question for qa in verify.scene_questions(sample_scene(1)) if qa.ability == "leak"}
-        assert qs == {"x?", "y?"}
-    finally:
-        verify.scene_questions.cache_clear()
-        verify.question_index.cache_clear()
+    qs = {qa.question for qa in verify.scene_questions(sample_scene(1)) if qa.ability == "leak"}
+    assert qs == {"x?", "y?"}

@@ -40,6 +40,15 @@ def client(url: str, key: str = "none") -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
 
 
+def concurrently(n: int, one) -> None:
+    """`one(k)` for k < n, each in its own thread, all started before any is joined (60 s each)."""
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+
 def test_text_and_image_answers_equal_the_checkpoints_greedy_answers(server, engine, ckpt):
     c = client(server)
     r = c.chat.completions.create(model="tiny-llava", messages=[{"role": "user", "content": "describe the image"}],
@@ -114,11 +123,7 @@ def test_greedy_answers_are_identical_batched_and_one_at_a_time(ckpt, engine, se
 
         def one(k):
             out[k] = c.chat.completions.create(model="tiny-llava", messages=asks[k], max_tokens=10).choices[0].message.content
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(asks))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        concurrently(len(asks), one)
         return out
 
     before = httpx.get(server + "/health").json()
@@ -164,11 +169,7 @@ def test_answers_are_identical_when_requests_join_and_leave_a_running_batch(ckpt
             messages, max_tokens, extra = asks[k]
             r = c.chat.completions.create(model="tiny-llava", messages=messages, max_tokens=max_tokens, **extra)
             out[k] = (r.choices[0].message.content, r.choices[0].finish_reason, r.usage.completion_tokens)
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(asks))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        concurrently(len(asks), one)
         return out
 
     paced = PacedEngine(engine.answerer)

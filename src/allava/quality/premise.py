@@ -18,10 +18,11 @@ next to `check_answer`, so a record is "incorrect" when either finds a problem.
 """
 from __future__ import annotations
 
+import random
 import re
 from functools import lru_cache
 
-from allava.scenes.abilities import SHORT_ANSWER_PROMPT, where
+from allava.scenes.abilities import SHORT_ANSWER_PROMPT, ask, where
 from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, plural
 from allava.scenes.verify import scene_questions
 
@@ -91,6 +92,16 @@ def _key_index(scene: Scene) -> dict[tuple[str | None, frozenset[str]], frozense
     index: dict[tuple[str | None, frozenset[str]], set[str]] = {}
     for qa in scene_questions(scene):  # every phrasing, enumerated (was 24 random draws)
         index.setdefault(question_key(qa.question), set()).add(qa.answer)
+    return {key: frozenset(v) for key, v in index.items()}
+
+
+def sampled_key_index(scene: Scene, draws: int = 24) -> dict[tuple[str | None, frozenset[str]], frozenset[str]]:
+    """The previous `_key_index`: `draws` random draws of every ability (kept to test and time the exact one)."""
+    index: dict[tuple[str | None, frozenset[str]], set[str]] = {}
+    for k in range(draws):
+        for qas in ask(scene, random.Random(f"premise/{scene.seed}/{k}")).values():
+            for qa in qas:
+                index.setdefault(question_key(qa.question), set()).add(qa.answer)
     return {key: frozenset(v) for key, v in index.items()}
 
 
