@@ -110,3 +110,47 @@ def test_a_short_bf16_step_on_cpu_trains_the_sdpa_loss_without_the_sdpa_kernels(
     with attention.short_rows_eager(model, False) as on:  # GPU or fp32: nothing changes
         assert not on and model.config.text_config._attn_implementation == "sdpa"
     trainer.hooks.remove()
+
+
+@pytest.mark.parametrize("kind", ["lm", "clip"])
+def test_stage0_models_train_short_rows_without_the_sdpa_kernels(kind):
+    """Stage 0 trains a whole Llama or CLIP (train/loop.py): every config of it takes the eager form,
+    the loss is sdpa's to bf16 rounding, and each config is put back afterwards."""
+    from transformers import CLIPModel, LlamaForCausalLM
+
+    from allava.model.presets import PRESETS
+
+    torch.manual_seed(0)
+    lm_preset, clip_preset = PRESETS["test"]
+    ids = torch.randint(3, 60, (4, 12))
+    if kind == "lm":
+        model = LlamaForCausalLM(lm_preset.config(64, 1, 2, 0))
+
+        def loss_fn():
+            return model(input_ids=ids, labels=ids).loss
+    else:
+        model = CLIPModel(clip_preset.config(64, 1, 3, 0))
+        pixels = torch.randn(4, 3, clip_preset.image_size, clip_preset.image_size)
+        mask = torch.ones_like(ids)
+        mask[1, 8:] = 0  # a padded caption
+
+        def loss_fn():
+            return model(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True).loss
+    configs = attention.module_configs(model)
+    assert configs and {c._attn_implementation for c in configs} == {"sdpa"}
+
+    def run() -> tuple[float, int]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_fn()
+            loss.backward()
+        return loss.item(), sum(e.count for e in prof.key_averages() if e.key in SDPA_OPS)
+
+    ref, ref_calls = run()
+    assert ref_calls > 0
+    with attention.short_rows_eager(model, True, configs) as on:
+        assert on
+        loss, calls = run()
+    assert calls == 0, f"{kind}: a short bf16 row ran an SDPA kernel"
+    assert loss == pytest.approx(ref, rel=2e-2, abs=2e-3)
+    assert {c._attn_implementation for c in configs} == {"sdpa"}  # put back: what is saved is untouched

@@ -90,10 +90,19 @@ def _lm_configs(model: torch.nn.Module) -> list:
     return configs
 
 
+def module_configs(model: torch.nn.Module) -> list:
+    """Every distinct config among a model's modules (a Llama's own, a CLIP's text and vision ones):
+    stage 0 trains the whole model, so all its attention takes the eager short-row form."""
+    seen = {id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    return list(seen.values())
+
+
 @contextlib.contextmanager
-def short_rows_eager(model: torch.nn.Module, enabled: bool):
-    """While training: the LM's ``sdpa`` attention as ``allava_sdpa`` (``enabled``: CPU and bf16)."""
-    configs = [c for c in _lm_configs(model) if enabled and c._attn_implementation == "sdpa"]
+def short_rows_eager(model: torch.nn.Module, enabled: bool, configs: list | None = None):
+    """While training: ``sdpa`` attention as ``allava_sdpa`` (``enabled``: CPU and bf16), in the
+    LLaVA model's language model, or in ``configs`` where given."""
+    configs = [c for c in (_lm_configs(model) if configs is None else configs)
+               if enabled and c._attn_implementation == "sdpa"]
     for c in configs:
         c._attn_implementation = NAME
     try:

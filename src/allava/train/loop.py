@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from allava.train.attention import module_configs, short_rows_eager
 from allava.train.precision import use_bf16
 
 
@@ -34,14 +35,17 @@ def train_steps(model: torch.nn.Module, step_loss: Callable[[], torch.Tensor], *
     losses: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(range(max_steps), desc=desc, disable=not progress, unit="step")
-    for _ in bar:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = step_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    # bf16 on CPU: short rows' attention eagerly, as the stages do (train/attention.py: the SDPA kernels are slow there)
+    with short_rows_eager(model, bf16 and on_cpu, module_configs(model)):
+        for _ in bar:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = step_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses, time.perf_counter() - t0, bf16
