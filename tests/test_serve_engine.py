@@ -91,24 +91,62 @@ def test_rows_joining_and_leaving_see_the_logits_they_would_alone(answerer):
 
 
 def test_retire_cuts_padding_no_row_uses():
-    """Dropping the longest row leaves columns that are padding in every row: they go."""
-    from transformers import DynamicCache
-
-    from allava.serve.engine import Rows
+    """Dropping the longest row leaves columns that are padding in every row: they go. The last
+    live row takes the place of a row that left; every job keeps its own cache row and state."""
+    from allava.serve.engine import Rows, new_cache
 
     class J:
         def __init__(self, done):
             self.done = done
 
-    cache = DynamicCache()
-    keys = torch.arange(3 * 5, dtype=torch.float).reshape(3, 1, 5, 1)
+    cache = new_cache()
+    keys = torch.arange(4 * 5, dtype=torch.float).reshape(4, 1, 5, 1)
     cache.update(keys, keys + 100, 0)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
-    rows = Rows([J(True), J(False), J(False)], cache, mask, torch.tensor([5, 3, 2]), torch.tensor([7, 8, 9]))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1]])
+    jobs = [J(True), J(False), J(False), J(False)]
+    rows = Rows(list(jobs), cache, mask, torch.tensor([5, 3, 2, 3]), torch.tensor([7, 8, 9, 10]))
+    assert rows.retire() == [jobs[0]]
+    assert rows.jobs == [jobs[3], jobs[1], jobs[2]]  # the last row moved into the first
+    assert rows.mask.tolist() == [[1, 1, 1], [1, 1, 1], [0, 1, 1]] and rows.positions.tolist() == [3, 3, 2]
+    assert cache.layers[0].keys[:, 0, :, 0].tolist() == [[17, 18, 19], [7, 8, 9], [12, 13, 14]]
+    assert cache.layers[0].values[:, 0, :, 0].tolist() == [[117, 118, 119], [107, 108, 109], [112, 113, 114]]
+    assert rows.last.tolist() == [10, 8, 9]
+    jobs[2].done = True  # the last row leaves: nothing moves
     rows.retire()
-    assert rows.mask.tolist() == [[1, 1, 1], [0, 1, 1]] and rows.positions.tolist() == [3, 2]
-    assert cache.layers[0].keys[:, 0, :, 0].tolist() == [[7, 8, 9], [12, 13, 14]]
-    assert rows.last.tolist() == [8, 9]
+    assert rows.jobs == [jobs[3], jobs[1]] and cache.layers[0].keys[:, 0, :, 0].tolist() == [[17, 18, 19], [7, 8, 9]]
+
+
+def test_rows_join_a_batch_in_place():
+    """Joining rows are written into the running batch's slab (spare rows, left padding zeroed) and
+    equal what concatenating padded tensors gives; a longer newcomer pads the running rows instead."""
+    from allava.serve.engine import Rows, new_cache
+
+    def rows_of(length, n, base):
+        cache = new_cache()
+        k = base + torch.arange(n * length, dtype=torch.float).reshape(n, 1, length, 1)
+        cache.update(k, -k, 0)
+        return Rows([object()] * n, cache, torch.ones(n, length, dtype=torch.long), torch.full((n,), length),
+                    torch.zeros(n, dtype=torch.long))
+
+    running = rows_of(4, 2, 0)
+    for length, n, base in ((2, 3, 100), (6, 1, 200), (6, 9, 300)):  # shorter, longer, beyond the spare rows
+        keys_before = running.cache.layers[0].keys.clone()
+        new = rows_of(length, n, base)
+        want_k = new.cache.layers[0].keys.clone()
+        running.extend(new)
+        width = running.mask.shape[1]
+        got = running.cache.layers[0].keys
+        assert got.shape[0] == len(running.jobs) and got.shape[2] == width
+        pad_old, pad_new = width - keys_before.shape[2], width - length
+        assert torch.equal(got[:keys_before.shape[0], :, pad_old:], keys_before)
+        assert torch.equal(got[keys_before.shape[0]:, :, pad_new:], want_k)
+        assert not got[:keys_before.shape[0], :, :pad_old].any() and not got[keys_before.shape[0]:, :, :pad_new].any()
+        assert torch.equal(running.cache.layers[0].values, -got)
+        assert running.mask[keys_before.shape[0]:, :pad_new].sum() == 0
+    step = torch.ones(len(running.jobs), 1, 1, 1)
+    with torch.inference_mode():  # as Engine.decode runs it
+        k, _ = running.cache.layers[0].update(step, step)  # a decode step still grows in place
+    assert k.shape[2] == width + 1 and torch.equal(k[:, :, -1], step[:, :, 0])
 
 
 def test_sampling_follows_temperature_and_top_p_as_transformers_does():
