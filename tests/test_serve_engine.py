@@ -187,3 +187,24 @@ def test_slab_layer_grows_in_place_and_follows_replaced_tensors():
     step = torch.randn(2, 1, 1, 3)
     k, _ = slab.update(step, step)
     assert torch.equal(k, torch.cat([replaced, step], -2))
+
+
+def test_vision_tower_trimmed_to_the_layer_the_projector_reads(answerer, backbones, tmp_path):
+    """The engine drops the vision layers after `vision_feature_layer` (LLaVA's -2: the last layer's
+    output is never read); image features equal an untrimmed copy's, bit for bit."""
+    from allava.serve.engine import trim_vision_tower
+
+    fresh = Answerer(tiny_checkpoint(backbones, tmp_path / "fresh"))
+    tower = fresh.model.model.vision_tower
+    layers = len(getattr(tower, "vision_model", tower).encoder.layers)
+    pixels = fresh.processor.image_processor([Image.new("RGB", (30, 20), (200, 30, 30))],
+                                             return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        want = fresh.model.model.get_image_features(pixel_values=pixels).pooler_output
+    assert fresh.model.config.vision_feature_layer == -2
+    assert trim_vision_tower(fresh.model) == 1 and len(getattr(tower, "vision_model", tower).encoder.layers) == layers - 1
+    with torch.inference_mode():
+        got = fresh.model.model.get_image_features(pixel_values=pixels).pooler_output
+    assert torch.equal(torch.cat(list(got)) if isinstance(got, (list, tuple)) else got,
+                       torch.cat(list(want)) if isinstance(want, (list, tuple)) else want)
+    assert trim_vision_tower(fresh.model) == 0  # nothing more to drop

@@ -52,6 +52,7 @@ class Job:
     cancelled: bool = False
     company: bool = False  # another request arrived shortly before this one
     generator: torch.Generator | None = None
+    pixels: torch.Tensor | None = None  # the request's images preprocessed (`Engine.pixels`), if done already
 
     def __post_init__(self) -> None:
         if self.request.sampling:
@@ -135,13 +136,14 @@ class Batcher:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
 
-    def submit(self, request: ChatRequest, prompt: list[int], max_tokens: int) -> Job:
+    def submit(self, request: ChatRequest, prompt: list[int], max_tokens: int,
+               pixels: torch.Tensor | None = None) -> Job:
         with self._cond:
             if len(self.pending) + len(self.running) >= self.max_queue:
                 self.stats.refused_queue_full += 1
                 raise APIError(429, f"the server is busy: {self.max_queue} requests are queued or running "
                                     "(--max-queue); retry shortly", code="queue_full", retry_after=1)
-            job = Job(request, prompt, max_tokens, asyncio.get_running_loop())
+            job = Job(request, prompt, max_tokens, asyncio.get_running_loop(), pixels=pixels)
             job.company = job.arrived - self._last_arrival < self.quiet_s  # concurrent traffic: worth a wait
             self._last_arrival = job.arrived
             self.pending.append(job)

@@ -220,6 +220,7 @@ class Engine:
         eos = answerer.tokenizer.eos_token_id
         self.eos = {eos} if eos is not None else set()
         self.prefix = self._shared_prefix() if prefix_cache else None
+        self.vision_layers_dropped = trim_vision_tower(self.model)
 
     @torch.inference_mode()
     def _shared_prefix(self) -> Prefix | None:
@@ -239,6 +240,11 @@ class Engine:
         self.model(input_ids=torch.tensor([ids], device=self.model.device), cache=cache, use_cache=True,
                    logits_to_keep=1)
         return Prefix(ids, [(layer.keys, layer.values) for layer in cache.layers])
+
+    def pixels(self, images: list) -> torch.Tensor:
+        """The images' pixel values as the checkpoint's image processor makes them (each image on its
+        own, as a batched call does); the server calls this on the request's side, not in prefill."""
+        return self.answerer.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         encoder = self.answerer.encoder
@@ -280,8 +286,11 @@ class Engine:
         """One forward over the new prompts (left-padded, position ids from the mask as `generate`
         makes them, after the prefix if one is given); each row's first token is chosen and stepped."""
         skip = len(prefix.ids) if prefix else 0
-        inputs = self.answerer.batch_inputs([j.prompt[skip:] for j in jobs],
-                                            [im for j in jobs for im in j.request.images])
+        inputs = self.answerer.batch_inputs([j.prompt[skip:] for j in jobs], [])
+        pixels = [j.pixels if j.pixels is not None else self.pixels(j.request.images)
+                  for j in jobs if j.request.images]
+        if pixels:
+            inputs["pixel_values"] = torch.cat(pixels).to(self.model.dtype).to(self.model.device)
         mask = inputs["attention_mask"]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0) + skip
         cache = new_cache()
@@ -323,6 +332,10 @@ class Engine:
             self.finish(job, "stop")
             return
         job.tokens.append(token)
+        if not (job.request.stream or job.request.stop):  # nothing to send or check before the end
+            if len(job.tokens) >= job.max_tokens:
+                self.finish(job, "length")
+            return
         text = self.tokenizer.decode(job.tokens, skip_special_tokens=True)
         for s in job.request.stop:
             at = text.find(s)
@@ -340,6 +353,55 @@ class Engine:
         job.emit(text.strip())
         job.finish_reason = reason
         job.send("done", reason)
+
+
+@torch.inference_mode()
+def trim_vision_tower(model) -> int:
+    """Drop the vision encoder's layers after the last one whose output the projector reads (LLaVA
+    reads the penultimate, `vision_feature_layer` -2: the last layer ran for nothing), as vLLM loads
+    LLaVA's tower; the feature layers become positive indices into the shorter list of hidden states.
+    Checked on one image: the image features must stay the same, else the tower is put back.
+    Returns the number of layers dropped (0 where the tower is not a CLIP/SigLIP-style encoder)."""
+    config = model.config
+    tower = getattr(getattr(model, "model", None), "vision_tower", None)
+    encoder = getattr(getattr(tower, "vision_model", tower), "encoder", None)  # CLIPVisionModel or its transformer
+    layers = getattr(encoder, "layers", None)
+    vision = getattr(tower, "config", None)
+    wanted = getattr(config, "vision_feature_layer", None)
+    if (not isinstance(layers, torch.nn.ModuleList) or getattr(vision, "num_hidden_layers", None) != len(layers)
+            or not hasattr(model.model, "get_image_features")):
+        return 0
+    single = isinstance(wanted, int)
+    wanted = [wanted] if single else list(wanted or [])
+    states = len(layers) + 1  # the embeddings' output, then each layer's
+    if not wanted or not all(isinstance(i, int) and -states <= i < states for i in wanted):
+        return 0
+    at = [i % states for i in wanted]
+    keep = max(at)
+    if keep >= len(layers):
+        return 0
+    size = getattr(vision, "image_size", 224)
+    probe = torch.linspace(-1, 1, 3 * size * size).reshape(1, 3, size, size).to(model.dtype).to(model.device)
+
+    def features():
+        out = model.model.get_image_features(pixel_values=probe)
+        return getattr(out, "pooler_output", out)
+
+    try:
+        before = features()
+        before = torch.cat(list(before)) if isinstance(before, (list, tuple)) else before
+        full = layers
+        encoder.layers, vision.num_hidden_layers = torch.nn.ModuleList(list(layers)[:keep]), keep
+        config.vision_feature_layer = at[0] if single else at
+        after = features()
+        after = torch.cat(list(after)) if isinstance(after, (list, tuple)) else after
+        if after.shape == before.shape and torch.equal(after, before):
+            return len(full) - keep
+    except Exception:  # an encoder that does not take this: leave it whole
+        full = locals().get("full", layers)
+    encoder.layers, vision.num_hidden_layers = full, len(full)
+    config.vision_feature_layer = wanted[0] if single else wanted
+    return 0
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
