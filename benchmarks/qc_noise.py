@@ -50,6 +50,7 @@ def main() -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="qc-noise-"))
     out.mkdir(parents=True, exist_ok=True)
     rows = sample_world(instruction_records(world), world / "images", out, args.n, args.seed)
+    (out / "clean.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # before the noise
     injected: dict[str, str] = {}
     if args.generator in ("teacher", "both"):
         share = args.rate if args.generator == "teacher" else args.rate / 2
@@ -63,6 +64,7 @@ def main() -> int:
         injected.update(more)
     data = out / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "injected.json").write_text(json.dumps(injected, indent=0, sort_keys=True))  # {id: kind}, to read the misses
     cfg = parse_config(fill_models(load_yaml(args.config, args.overrides, shipped="qc"), run), args.config)
     t0 = time.perf_counter()
     qc = run_qc_pipeline(data, cfg, out / "qc", image_folder=out / "images", progress=False, plots=False)

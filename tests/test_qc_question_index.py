@@ -86,3 +86,30 @@ def test_an_alternative_used_outside_format_is_sampled(monkeypatch, fresh_questi
     monkeypatch.setitem(ABILITIES, "leak", Ability("leak", lambda s, rng: [QA("leak", leak(rng), "a")], ("a", "b", "c", "d")))
     qs = {qa.question for qa in verify.scene_questions(sample_scene(1)) if qa.ability == "leak"}
     assert qs == {"x?", "y?"}
+
+
+def test_question_tables_share_what_recurs_and_a_run_of_scenes_fits(fresh_question_caches):
+    """Every scene of a 100K-record QC run stays cached (records revisit an image after ~1,200
+    others) in bounded memory: tables hold shared question strings and answer sets, ~4 KB a scene."""
+    import tracemalloc
+
+    from allava.scenes.graph import sample_scene
+
+    assert verify.question_index.cache_info().maxsize == premise._key_index.cache_info().maxsize == verify.SCENE_CACHE
+    assert verify.SCENE_CACHE >= 25_000 and verify.scene_questions.cache_info().maxsize <= 1024
+    scenes = [sample_scene(s) for s in range(7000, 7060)]
+    for s in scenes[:10]:  # the shared values most scenes use
+        verify.question_index(s), premise._key_index(s)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tables = [(verify.question_index(s), premise._key_index(s)) for s in scenes[10:]]
+        verify.scene_questions.cache_clear()  # only needed to build the tables
+        per_scene = (tracemalloc.get_traced_memory()[0] - before) / len(tables)
+    finally:
+        tracemalloc.stop()
+    assert per_scene < 8_000, per_scene  # both tables (was ~33 KB, and ~14 KB more for the questions)
+    a, b = (verify.question_index(s) for s in scenes[10:12])
+    both = set(a) & set(b)
+    assert both and all(next(k for k in a if k == q) is next(k for k in b if k == q) for q in both)
+    assert all(a[q] is b[q] for q in both if a[q] == b[q])

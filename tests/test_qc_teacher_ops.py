@@ -278,3 +278,34 @@ def test_shipped_qc_configs_load_and_default_judges_offline():
     judge = next(s.op for s in default.ops if s.op.name == "llm_judge")
     assert judge.settings.teacher == "scene" and judge.settings.base_url is None
     load_config(CONFIGS / "cheap.yaml")
+
+
+def test_scene_judge_reads_the_teachers_own_description_when_a_record_has_no_seed():
+    """`allava synth` exports carry the teacher's raw output, not the scene: the judge reads the
+    scene back from the description the same teacher wrote (and judges nothing when it cannot)."""
+    from allava.scenes.graph import sample_scene
+    from allava.scenes.teacher import allava_laion
+
+    def teacher_rec(rid: str, out: dict, answer: str) -> QCRecord:
+        conv = [{"from": "human", "value": "<image>\n" + out["question"]}, {"from": "gpt", "value": answer}]
+        return QCRecord(rid, conv, meta={"raw": out["raw"], "task": "allava-laion"})  # no seed, no scene
+
+    outs = [allava_laion(sample_scene(s), random.Random(s)) for s in range(40)]
+    clean = [teacher_rec(f"c{i}", o, o["answer"]) for i, o in enumerate(outs)]
+    def recount(answer: str) -> str | None:  # "The image contains three shapes: ..." -> "... six shapes: ..."
+        n = next((w for w in ("one", "two", "three", "four", "five") if f"contains {w} " in answer), None)
+        return answer.replace(f"contains {n} ", "contains six ", 1) if n else None
+
+    count = [teacher_rec(f"n{i}", o, recount(o["answer"])) for i, o in enumerate(outs) if recount(o["answer"])]
+    swapped = [teacher_rec(f"s{i}", o, outs[(i + 1) % len(outs)]["answer"]) for i, o in enumerate(outs)
+               if o["short_answer"] != outs[(i + 1) % len(outs)]["short_answer"]]
+    edited = teacher_rec("e", {**outs[0], "raw": outs[0]["raw"].replace("This picture", "My photo")
+                               .replace("The image shows", "My photo shows").replace("In this image,", "My photo:")},
+                         outs[1]["answer"])
+    op = LLMJudge(LLMJudge.Settings(teacher="scene", k=1))
+    stats = op.compute(clean + count + swapped + [edited])
+    verdicts = [st.get("correct") for st in stats]
+    assert len(count) >= 20 and len(swapped) >= 20
+    assert verdicts[:len(clean)] == [1] * len(clean)  # every clean teacher answer agrees with its description
+    assert verdicts[len(clean):-1] == [0] * (len(count) + len(swapped))  # wrong header count, another image's answer
+    assert verdicts[-1] is None  # a description it cannot read back: no verdict, kept

@@ -22,6 +22,7 @@ from allava.scenes.teacher import (
     caption_record,
     clip_caption,
     one_per_ability,
+    scene_from_caption,
     text_record,
     vqa_record,
 )
@@ -129,6 +130,29 @@ def test_caption_is_fine_grained():
         if scene.abnormal:
             assert "unusual" in text or "Strangely" in text or "oddity" in text
         assert len(clip_caption(scene).split()) < 60
+
+
+def _graph(scene) -> tuple:
+    """What a caption can state: background, and each object but its pixel offset (order aside)."""
+    return scene.background, sorted((o.category, o.name, o.cell, o.color, o.size, o.text, o.abnormal)
+                                    for o in scene.objects)
+
+
+def test_caption_reads_back_into_its_scene_graph():
+    from allava.scenes.teacher import background_phrase
+
+    for scene in SCENES:
+        text = caption(scene, random.Random(scene.seed))
+        back = scene_from_caption(text)
+        assert back is not None and _graph(back) == _graph(scene), text
+        assert background_phrase(back) == background_phrase(scene)
+    text = caption(SCENES[0], random.Random(0))
+    first_object = text.split(". ")[1]
+    assert scene_from_caption(text.replace(first_object, "Something else is there")) is None  # a sentence unread
+    assert scene_from_caption(text.replace("In total", "Overall")) is None
+    assert scene_from_caption("A red circle in the center.") is None  # free-form text: no scene
+    # a count the listing does not give is no caption of a scene
+    assert scene_from_caption(text.replace(text.split(" ")[3], "nine", 1)) is None
 
 
 def _check_conversation(conv: list[dict], image: bool) -> None:

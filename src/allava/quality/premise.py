@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from allava.scenes.abilities import SHORT_ANSWER_PROMPT, ask, where
 from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, plural
-from allava.scenes.verify import scene_questions
+from allava.scenes.verify import SCENE_CACHE, scene_questions, shared
 
 _NAMES = sorted(SHAPES + THINGS, key=len, reverse=True)
 _NAME_FORMS = {plural(n): n for n in _NAMES} | {n: n for n in _NAMES}
@@ -87,12 +87,12 @@ def question_key(question: str) -> tuple[str | None, frozenset[str]]:
     return intent(question), frozenset(_NAME_FORMS.get(w, w) for w in words if w in _KEY_WORDS)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=SCENE_CACHE)  # every scene of a run (see verify.SCENE_CACHE), tables shared as verify's
 def _key_index(scene: Scene) -> dict[tuple[str | None, frozenset[str]], frozenset[str]]:
     index: dict[tuple[str | None, frozenset[str]], set[str]] = {}
     for qa in scene_questions(scene):  # every phrasing, enumerated (was 24 random draws)
-        index.setdefault(question_key(qa.question), set()).add(qa.answer)
-    return {key: frozenset(v) for key, v in index.items()}
+        index.setdefault(shared(question_key(qa.question)), set()).add(qa.answer)
+    return {key: shared(frozenset(v)) for key, v in index.items()}
 
 
 def sampled_key_index(scene: Scene, draws: int = 24) -> dict[tuple[str | None, frozenset[str]], frozenset[str]]:

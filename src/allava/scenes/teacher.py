@@ -8,7 +8,9 @@ text-only instructions that stand in for Evol-Instruct-GPT4-Turbo.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 
 from allava.scenes.abilities import (
     QA,
@@ -19,7 +21,7 @@ from allava.scenes.abilities import (
     phrase,
     where,
 )
-from allava.scenes.graph import COLORS, GRID, SHAPES, SIZES, THINGS, Scene, SceneObject, plural
+from allava.scenes.graph import COLORS, GRID, POSITIONS, SHAPES, SIZES, THINGS, Scene, SceneObject, plural
 from allava.synth.prompts import (  # noqa: F401 - re-exported for the scene world
     ALLAVA_LAION_PROMPT,
     ALLAVA_LAION_SECTIONS,
@@ -63,30 +65,35 @@ def _breakdown(objs: list[SceneObject]) -> str:
     return _join([_count_phrase(sum(o.name == n for o in objs), n) for n in names])
 
 
-def _object_sentence(o: SceneObject, rng: random.Random) -> str:
+def _object_sentences(o: SceneObject) -> tuple[str, ...]:
     np_, at = phrase(o), where(o.position)
-    pattern = rng.randrange(4)
-    if pattern == 0:
-        return f"{a(np_).capitalize()} sits {at}."
-    if pattern == 1:
-        return f"{at.capitalize()}, there is {a(np_)}."
-    if pattern == 2:
-        return f"There is {a(np_)} {at}."
-    return f"{a(np_).capitalize()} can be seen {at}."
+    return (f"{a(np_).capitalize()} sits {at}.", f"{at.capitalize()}, there is {a(np_)}.", f"There is {a(np_)} {at}.",
+            f"{a(np_).capitalize()} can be seen {at}.")
 
 
-def _word_sentence(w: SceneObject, rng: random.Random) -> str:
-    return rng.choice((
-        f'A white sign {where(w.position)} shows the word "{w.text}" in bold black capital letters.',
-        f'{where(w.position).capitalize()}, the word "{w.text}" is printed in black on a white sign.',
-        f'The text "{w.text}" is written on a small white sign {where(w.position)}.',
-    ))
+def _object_sentence(o: SceneObject, rng: random.Random) -> str:
+    return _object_sentences(o)[rng.randrange(4)]
 
 
-def _abnormal_sentence(o: SceneObject, rng: random.Random) -> str:
+def _word_sentences(w: SceneObject) -> tuple[str, ...]:
+    return (f'A white sign {where(w.position)} shows the word "{w.text}" in bold black capital letters.',
+            f'{where(w.position).capitalize()}, the word "{w.text}" is printed in black on a white sign.',
+            f'The text "{w.text}" is written on a small white sign {where(w.position)}.')
+
+
+def _abnormal_sentences(o: SceneObject) -> tuple[str, ...]:
     place = "in the sky" if o.region == "sky" else "on the ground"
-    lead = rng.choice(("Something is unusual here:", "Strangely,", "The scene contains an oddity:"))
-    return f"{lead} the {o.name} is {place}, and {WHY_ABNORMAL[o.name]}."
+    return tuple(f"{lead} the {o.name} is {place}, and {WHY_ABNORMAL[o.name]}."
+                 for lead in ("Something is unusual here:", "Strangely,", "The scene contains an oddity:"))
+
+
+def _openings(n: int, noun: str, bg: str) -> tuple[str, ...]:
+    count = _count_phrase(n, noun)
+    return (f"The image shows {count} on {bg}.", f"This picture contains {count} arranged on {bg}.",
+            f"In this image, {count} appear on {bg}.")
+
+
+NORMAL_SENTENCE = "Everything is where it belongs, so the scene looks normal."
 
 
 def caption(scene: Scene, rng: random.Random) -> str:
@@ -94,21 +101,94 @@ def caption(scene: Scene, rng: random.Random) -> str:
     items = scene.items
     noun = "shape" if scene.background == "plain" else "object"
     n = len(items)
-    opening = rng.choice((
-        "The image shows {n} on {bg}.",
-        "This picture contains {n} arranged on {bg}.",
-        "In this image, {n} appear on {bg}.",
-    )).format(n=_count_phrase(n, noun), bg=background_phrase(scene))
+    opening = rng.choice(_openings(n, noun, background_phrase(scene)))
     sentences = [opening] + [_object_sentence(o, rng) for o in items]
     if scene.word:
-        sentences.append(_word_sentence(scene.word, rng))
+        sentences.append(rng.choice(_word_sentences(scene.word)))
     if n > 1:
-        sentences.append(f"In total there are {_count_phrase(n, noun)}: {_breakdown(items)}.")
+        sentences.append(_total_sentence(items, noun))
     if scene.abnormal:
-        sentences.append(_abnormal_sentence(scene.abnormal, rng))
+        sentences.append(rng.choice(_abnormal_sentences(scene.abnormal)))
     elif scene.background == "outdoor":
-        sentences.append("Everything is where it belongs, so the scene looks normal.")
+        sentences.append(NORMAL_SENTENCE)
     return " ".join(sentences)
+
+
+def _total_sentence(items: list[SceneObject], noun: str) -> str:
+    return f"In total there are {_count_phrase(len(items), noun)}: {_breakdown(items)}."
+
+
+# the background phrases and a tint that gives each (`background_phrase`)
+_BACKGROUND_TINTS = {"a light blue sky above a strip of green grass": ("outdoor", (0, 0, 0)),
+                     "a plain light grey background": ("plain", (0, 0, 0)),
+                     "a plain, very pale pink background": ("plain", (12, 0, 0)),
+                     "a plain, very pale green background": ("plain", (0, 12, 0)),
+                     "a plain, very pale blue background": ("plain", (0, 0, 12))}
+_CAPTION_NP = re.compile(rf"\b(?:an?|the) (?:(small|large) )?(?:({'|'.join(COLORS)}) )?({'|'.join(SHAPES + THINGS)})\b")
+_CAPTION_WORD = re.compile(r'"([A-Z]+)"')
+_CAPTION_OPENING = re.compile(r"^(?:The image shows|This picture contains|In this image,) (\w+) (?:shape|object)s? "
+                              r"(?:arranged |appear )?on (.+)\.$")
+_WHERE_CELL = {where(p): divmod(i, GRID) for i, p in enumerate(p for row in POSITIONS for p in row)}
+_WHERE_RE = re.compile("(" + "|".join(sorted(map(re.escape, _WHERE_CELL), key=len, reverse=True)) + ")", re.I)
+
+
+def scene_from_caption(text: str, image_size: int = 96) -> Scene | None:
+    """The scene graph a `caption` describes (what the teacher's own description says is in the
+    image), or None unless `text` is exactly such a caption: every sentence is one the caption
+    writer would give for the scene read back (each object's size / colour / name and position, the
+    sign, the total, the oddity), so free-form text or an edited description is never half-read.
+    Offsets and the exact tint are not in the text; the seed is -1."""
+    sentences = re.split(r"(?<=[.])\s+(?=[A-Z])", " ".join(text.split()))
+    m = _CAPTION_OPENING.match(sentences[0]) if sentences else None
+    if m is None or m.group(2) not in _BACKGROUND_TINTS or m.group(1) not in NUM_WORDS:
+        return None
+    background, tint = _BACKGROUND_TINTS[m.group(2)]
+    objects: list[SceneObject] = []
+    word: SceneObject | None = None
+    rest: list[str] = []
+    for sent in sentences[1:]:
+        at = _WHERE_RE.findall(sent)
+        if at and _CAPTION_WORD.search(sent) and word is None:
+            word = SceneObject("word", "word", _WHERE_CELL[at[0].lower()], color="black",
+                               text=_CAPTION_WORD.search(sent).group(1))
+            if sent not in _word_sentences(word):
+                return None
+            continue
+        np_ = _CAPTION_NP.search(sent.lower())
+        if np_ is None or len(at) != 1 or sent.startswith(("In total", "Strangely", "Something", "The scene")):
+            rest.append(sent)
+            continue
+        size, colour, name = np_.groups()
+        shape = name in SHAPES
+        o = SceneObject("shape" if shape else "thing", name, _WHERE_CELL[at[0].lower()], color=colour,
+                        size=size if shape else "large")
+        if (shape and (size is None or colour is None)) or sent not in _object_sentences(o):
+            return None
+        objects.append(o)
+    noun = "shape" if background == "plain" else "object"
+    cells = [o.cell for o in objects] + ([word.cell] if word else [])
+    if not objects or len(set(cells)) != len(cells) or NUM_WORDS.index(m.group(1)) != len(objects) \
+            or sentences[0] not in _openings(len(objects), noun, m.group(2)):
+        return None
+    expected = [_total_sentence(objects, noun)] if len(objects) > 1 else []
+    if rest[:len(expected)] != expected:
+        return None
+    rest = rest[len(expected):]
+    if background == "outdoor":
+        if rest == [NORMAL_SENTENCE]:
+            pass
+        elif len(rest) == 1:
+            odd = [i for i, o in enumerate(objects) if rest[0] in _abnormal_sentences(o)]
+            if len(odd) != 1:
+                return None
+            objects[odd[0]] = dataclasses.replace(objects[odd[0]], abnormal=True)
+        else:
+            return None
+    elif rest:
+        return None
+    kind = ("abnormal" if any(o.abnormal for o in objects) else "objects") if background == "outdoor" \
+        else ("shapes_word" if word else "shapes")
+    return Scene(-1, kind, image_size, background, tint, tuple(objects + ([word] if word else [])))
 
 
 def clip_caption(scene: Scene) -> str:

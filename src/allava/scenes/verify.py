@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import random
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +24,16 @@ from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, S
 from allava.scenes.teacher import NUM_WORDS, background_phrase
 
 INDEX_DRAWS = 48  # the sampling fallback (an ability that draws more than `rng.choice`): 48 draws per scene
+# Scenes whose question tables stay cached. A QC run looks each scene up once per record, in data order
+# (shuffled: the quickstart's 25K short-VQA records revisit an image after ~1,200 others), so the cache
+# must hold every scene of the run or each record pays the ~20 ms enumeration again (the 1,024 it had
+# missed on most records of 25K). Tables share their strings and answer sets (`shared`), ~4 KB a scene
+# with both tables, so 32,768 scenes (a 100K-record run of the quickstart world needs ~25K) are ~250 MB
+# at most, keys included; `scene_questions` itself (~14 KB a scene) is only needed to build them.
+SCENE_CACHE = 32_768
+QUESTIONS_CACHE = 256
+_SHARED: dict = {}
+_SHARED_MAX = 200_000  # distinct answer sets / question keys across scenes: a few thousand in the world
 _NAMES = "|".join(sorted(SHAPES + THINGS, key=len, reverse=True))
 _COLORS = "|".join(COLORS)
 _NP = rf"(?:(small|large) )?(?:({_COLORS}) )?({_NAMES}|shape|object)"
@@ -42,6 +53,8 @@ _ONLY_IN = re.compile(rf"\bthe only object {_REGION} is (?:a|an) {_NP}\b")
 _MENTION = re.compile(rf"\b(?:a|an|the) {_NP}\b")
 # a total ("three shapes", "there is 1 cloud"), not a subject ("one shape is different", "2 circles are red")
 _COUNT = re.compile(rf"\b({_NUM}) {_NPS}\b(?! (?:is|are|looks?|seems?|differs?|stands?)\b)")
+# "the one in the top left is a square": a cell holds one object, so "the five in the top left" is wrong
+_N_AT = re.compile(rf"\bthe ({_NUM}) {_POS}")
 _OF_ARE = re.compile(rf"\b({_NUM}) of the ({_NUM}) (?:shapes|objects) are ({_NAMES})(?:e?s)?\b")
 _SPEC = re.compile(rf"^- {_NP}: ({'|'.join(POSITION_NAMES)})$", re.MULTILINE)  # "- large red circle: top left"
 _SIGN_AT = re.compile(rf'\bsign (?:reading "([a-z]+)" )?(?:is )?{_POS}')
@@ -118,6 +131,11 @@ def check_text(scene: Scene, text: str) -> list[str]:
         have = sum(ref.fits(o) for o in items)
         if have != n:
             bad.append(f"{n} x {ref} claimed, the scene has {have}")
+    for m in _N_AT.finditer(low):
+        n, pos = _num(m.group(1)), _POSITIONS[m.group(2)]
+        have = sum(o.position == pos for o in items)
+        if have != n:
+            bad.append(f"the {n} {where(pos)} claimed, the scene has {have} there")
     for m in _OF_ARE.finditer(low):
         k, n, name = _num(m.group(1)), _num(m.group(2)), m.group(3)
         if len(items) != n or sum(o.name == name for o in items) != k:
@@ -186,7 +204,18 @@ def _phrasings(qa: QA) -> tuple[str, ...] | None:
     return options
 
 
-@lru_cache(maxsize=4096)
+def shared(value):
+    """One object per distinct value (answer sets, question keys recur across scenes): what the
+    cached tables hold, so each scene's table costs its slots, not copies. Bounded: past
+    _SHARED_MAX distinct values, new ones are returned as they are."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if len(_SHARED) >= _SHARED_MAX:
+        return _SHARED.get(value, value)
+    return _SHARED.setdefault(value, value)
+
+
+@lru_cache(maxsize=QUESTIONS_CACHE)
 def scene_questions(scene: Scene) -> tuple[QA, ...]:
     """Every question the scene abilities can ask about `scene`, one QA per phrasing (ability order,
     then each ability's QA order, then template order). Exact: each `_pick` template choice is
@@ -211,13 +240,13 @@ def scene_questions(scene: Scene) -> tuple[QA, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=SCENE_CACHE)
 def question_index(scene: Scene) -> dict[str, frozenset[tuple[str, str]]]:
     """Every question the scene abilities ask about `scene` (normalised) -> its (ability, answer)s."""
     index: dict[str, set[tuple[str, str]]] = {}
     for qa in scene_questions(scene):
-        index.setdefault(_norm(qa.question), set()).add((qa.ability, qa.answer))
-    return {q: frozenset(a) for q, a in index.items()}
+        index.setdefault(shared(_norm(qa.question)), set()).add((qa.ability, qa.answer))
+    return {q: shared(frozenset(shared(x) for x in a)) for q, a in index.items()}
 
 
 def sampled_question_index(scene: Scene, draws: int = INDEX_DRAWS) -> dict[str, frozenset[tuple[str, str]]]:

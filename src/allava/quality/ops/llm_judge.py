@@ -5,7 +5,8 @@ frequent verdict. Here the judge is any teacher of the synthesis registry, reach
 `allava.quality.ask`: `openai` (the default) for any OpenAI-compatible endpoint (OpenAI, vLLM,
 SGLang, Ollama; retries honouring Retry-After, rate limits, a budget), or `scene`, the offline
 stand-in for GPT-4V, which checks every answer's claims against the record's scene graph (records of
-the quickstart world carry `meta.seed`) and replies in the same one-word format. A record is one
+the quickstart world carry `meta.seed`; `allava synth` exports, the scene its teacher's own description
+in `meta.raw` states) and replies in the same one-word format. A record is one
 prompt with all its question / answer pairs, so a multi-turn record is incorrect when any turn is.
 Records the teacher cannot judge (no scene graph, a request that failed) get no `correct` stat.
 A false premise counts as wrong: the prompt tells a real judge so (with a guiding example), and the
@@ -67,7 +68,7 @@ class LLMJudgeSettings(TeacherSettings):
 class LLMJudge(Op):
     Settings = LLMJudgeSettings
     primary = "correct"
-    VERSION = "2"  # the prompt asks about false premises; the scene judge checks them
+    VERSION = "3"  # 3: the scene judge reads the teacher's own description when a record has no scene graph
 
     def __init__(self, settings: LLMJudgeSettings | None = None):
         super().__init__(settings)

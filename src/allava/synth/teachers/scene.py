@@ -12,9 +12,10 @@ from typing import Any
 
 from allava.scenes.abilities import QA, SHORT_ANSWER_PROMPT, ask, where
 from allava.scenes.graph import GRID, POSITIONS, Scene, SceneConfig, plural, sample_scene
-from allava.scenes.teacher import allava_laion, caption, detailed_answer, inventory
+from allava.scenes.teacher import allava_laion, caption, detailed_answer, inventory, scene_from_caption
 from allava.synth.base import (
     Completion,
+    ParseError,
     Request,
     SynthError,
     Teacher,
@@ -211,7 +212,14 @@ def _judged_scene(request: Request) -> tuple[Scene, bool]:
     """`item_scene` and whether it is certain. With only a seed, the scene is re-sampled at the
     image's own size (the sampler's position jitter scales with the size, so a world rendered at
     128 px draws other scenes from the same seeds); without an image the size is a guess (96 px)."""
-    scene, f = item_scene(request), request.item.fields
+    f = request.item.fields
+    try:
+        scene = item_scene(request)
+    except SynthError:
+        described = described_scene(f)
+        if described is None:
+            raise
+        return described, True
     path = request.item.image_file()
     if isinstance(f.get("scene"), dict):
         return scene, True
@@ -225,6 +233,24 @@ def _judged_scene(request: Request) -> tuple[Scene, bool]:
     except Exception:  # noqa: BLE001 - an unreadable image: the default size, uncertain
         return scene, False
     return (scene if side == scene.image_size else sample_scene(scene.seed, SceneConfig(image_size=side))), True
+
+
+def described_scene(fields: dict[str, Any]) -> Scene | None:
+    """The scene the teacher's own description of the record states (`meta.raw`'s ALLaVA
+    "description" section, read back by `scene_from_caption`), for records that carry no scene
+    graph or seed (what `allava synth` exports): an answer that contradicts the description the
+    same teacher wrote for the same image is wrong either way. None when there is none to read."""
+    from allava.synth.tasks.common import sections
+
+    meta = fields.get("meta") if isinstance(fields.get("meta"), dict) else {}
+    raw = meta.get("raw")
+    if not isinstance(raw, str) or "<start of description>" not in raw:
+        return None
+    try:
+        text = sections(raw, ("description",))["description"]
+    except ParseError:
+        return None
+    return scene_from_caption(text)
 
 
 def judge_pairs(prompt: str) -> list[tuple[str, str]]:
