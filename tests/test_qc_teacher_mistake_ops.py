@@ -208,3 +208,34 @@ def test_iqa_backend_selectable_by_name(tmp_path):
             bad.ops[0].op.compute([QCRecord("a", [], image="a.png", image_file=tmp_path / "a.png")])
     finally:
         IQA_BACKENDS.pop("test-mean", None)
+
+
+def test_reworded_questions_naming_their_object_more_fully_and_answers_naming_what_is_absent():
+    from allava.quality.premise import absent_answer, premise_problems, referent_answer
+    from allava.scenes.abilities import where
+    from allava.scenes.graph import SHAPES, THINGS, sample_scene
+    from allava.scenes.verify import check_text
+
+    # a shape whose name alone singles it out: the scene asks "the square", a rewording "the small square"
+    scene = next(s for s in map(sample_scene, range(400)) if s.background == "plain"
+                 and any(sum(x.name == o.name for x in s.shapes) == 1 for o in s.shapes))
+    o = next(o for o in scene.shapes if sum(x.name == o.name for x in scene.shapes) == 1)
+    q = f"Which colour has the {o.size} {o.name} got?"
+    assert referent_answer(scene, q) == o.color
+    wrong = next(c for c in ("red", "green", "blue") if c != o.color)
+    assert premise_problems(scene, q, wrong) and not premise_problems(scene, q, o.color)
+    assert premise_problems(scene, f"Point out the part of the picture that holds the {o.color} {o.name}.",
+                            "top" if o.position != "top" else "bottom")
+    # "Name the shape of the red object." when the red object is a car: "square" names nothing there
+    outdoor = next(s for s in map(sample_scene, range(400)) if any(t.color for t in s.things))
+    car = next(t for t in outdoor.things if t.color)
+    q = f"Name the shape of the {car.color} object."
+    absent = next(x for x in SHAPES if all(i.name != x for i in outdoor.items))
+    assert absent_answer(outdoor, q, absent) == absent and premise_problems(outdoor, q, absent)
+    assert absent_answer(outdoor, "What word is written on the sign?", "star") is None  # OCR answers are words
+    present = next(t.name for t in outdoor.things)
+    assert absent_answer(outdoor, "What can you see at the top?", present) is None and present in THINGS
+    # "the five in the top left": one object per cell
+    shape = scene.shapes[0]
+    assert check_text(scene, f"the one {where(shape.position)} is a {shape.name}.") == []
+    assert check_text(scene, f"the five {where(shape.position)} is a {shape.name}.")

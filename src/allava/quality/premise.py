@@ -1,7 +1,7 @@
 """False premises and reworded questions, for the offline scene judge.
 
 The scene judge (`allava.scenes.verify`) knows the answer to every question the scene's own
-generator asks, in the generator's own words. Two kinds of teacher mistakes slip past it:
+generator asks, in the generator's own words. These teacher mistakes slip past it:
 
 * a **false premise**: the question names something the scene does not contain ("How many suns
   are there?" with no sun, "What colour is the large star?" with no star). A bare answer ("1",
@@ -11,7 +11,11 @@ generator asks, in the generator's own words. Two kinds of teacher mistakes slip
 * a **reworded question** ("Tell me the colour of the large circle." for "What colour is the large
   circle?"): `paraphrase_answer` matches it to the scene's questions by what they ask (the
   intent: count, colour, shape, position, ...) and every word that names the referent (colours,
-  sizes, shapes, objects, positions, directions), and returns the answer when that is unambiguous.
+  sizes, shapes, objects, positions, directions), and returns the answer when that is unambiguous;
+  when the rewording names its object more fully than the scene's question does ("the small square"
+  for "the square"), `referent_answer` finds the one object that fits and reads the answer off it;
+* an **answer naming what is not there** (`absent_answer`): "square" to "Name the shape of the red
+  object." when the red object is a car and the scene has no square.
 
 `premise_problems(scene, question, answer)` combines both for the judge: the scene teacher calls it
 next to `check_answer`, so a record is "incorrect" when either finds a problem.
@@ -175,6 +179,54 @@ def item_answer(scene: Scene, question: str) -> str | None:
     return here[0].name if len(here) == 1 else None
 
 
+def referent_answer(scene: Scene, question: str) -> str | None:
+    """What a reworded colour / shape / position / object question asks of the one object it
+    names: the scene's questions name an object by its shortest unique description ("the
+    square"), a rewording may name it more fully ("the small square", "the blue cross"), so the
+    words differ but the object is the same. None unless exactly one object fits the question's
+    referent (size, colour, name, position) and it has what is asked (a sun has no colour)."""
+    it = intent(question)
+    if it not in ("colour", "shape", "position", "object"):
+        return None
+    refs = [m for m in _NP.finditer(" ".join(_norm(question).split()))  # "the shape of ..." names nothing
+            if m.group(1) or m.group(2) or m.group(4) or m.group(3).rstrip("s") not in ("shape", "object")]
+    if len(refs) != 1:
+        return None
+    size, colour, name, pos = refs[0].groups()
+    name = None if name.rstrip("s") in ("shape", "object") else _NAME_FORMS[name]
+    position = _WHERE.get(pos) if pos else None
+    fits = [o for o in scene.items if (name is None or o.name == name) and (colour is None or o.color == colour)
+            and (size is None or o.size == size) and (position is None or o.position == position)]
+    if len(fits) != 1:
+        return None
+    o = fits[0]
+    if it == "colour":
+        return o.color
+    if it == "shape":
+        return o.name if o.category == "shape" and name is None else None
+    if it == "position":
+        return o.position if position is None else None
+    return o.name if name is None else None
+
+
+_NAMES_ASKED = ("shape", "object", "odd", "abnormal")  # intents whose answer names a shape or an object
+
+
+def absent_answer(scene: Scene, question: str, answer: str) -> str | None:
+    """A short answer naming a shape or object the scene does not contain, to a question asking
+    for one: wrong whatever the question meant (a printed word is an OCR answer, not asked here)."""
+    from allava.scenes.verify import _canon, short_answer
+
+    given = short_answer(answer)
+    if given is None or intent(question) not in _NAMES_ASKED:
+        return None
+    words = _canon(given).split()
+    if len(words) != 1 or words[0] not in _NAME_FORMS:
+        return None
+    name = _NAME_FORMS[words[0]]
+    return None if any(o.name == name for o in scene.items) else name
+
+
 def premise_problems(scene: Scene, question: str, answer: str) -> list[str]:
     """False premises of the question, and, when the judge does not know the question in its own
     words, a short answer that contradicts the scene's answer to the reworded question."""
@@ -183,7 +235,11 @@ def premise_problems(scene: Scene, question: str, answer: str) -> list[str]:
     bad = false_premises(scene, question)
     if lookup(scene, question) is None:
         bad += _unanswerable(scene, question)
-        expected, given = paraphrase_answer(scene, question) or item_answer(scene, question), short_answer(answer)
+        expected = paraphrase_answer(scene, question) or item_answer(scene, question) or referent_answer(scene, question)
+        given = short_answer(answer)
         if expected is not None and given is not None and _canon(given) != _canon(expected):
             bad.append(f"answers {given!r} to a reworded question; the scene says {expected!r}")
+        absent = absent_answer(scene, question, answer)
+        if absent is not None:
+            bad.append(f"answers {absent!r}; the scene has no {absent}")
     return bad

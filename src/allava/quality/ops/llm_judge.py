@@ -68,7 +68,7 @@ class LLMJudgeSettings(TeacherSettings):
 class LLMJudge(Op):
     Settings = LLMJudgeSettings
     primary = "correct"
-    VERSION = "3"  # 3: the scene judge reads the teacher's own description when a record has no scene graph
+    VERSION = "4"  # 3: reads the teacher's description without a scene graph; 4: full referents, absent answers
 
     def __init__(self, settings: LLMJudgeSettings | None = None):
         super().__init__(settings)
