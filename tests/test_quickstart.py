@@ -240,6 +240,7 @@ def test_default_run_then_both_studies_end_to_end(tmp_path):
     assert curve["questions"] == 20 and all(p["n"] == 20 for p in curve["points"])
     assert len(report["transcript"]["scenes"]) == 5 and report["transcript"]["total"] >= 10
     assert report["hardware"]["preset"] in ("cpu", "gpu") and report["rendering"]["grid"] == 3
+    assert report["precision"] == ("bf16" if report["phases"]["stage0-lm"]["bf16"] else "fp32")
     assert (out / "loss_curves.png").stat().st_size > 1000 and (out / "learning_curve.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "## Learning curve" in md and "## Chat transcript" in md and "stage2-only" not in md

@@ -120,6 +120,8 @@ def write_report(out: Path, cfg: QuickstartConfig, started: float | None = None)
         "config": asdict(cfg),
         "hardware": asdict(cfg.hardware),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
+        # what the stage-0 loop trained in: bf16 where the hardware has it natively (train/precision.py)
+        "precision": "bf16" if phases.done.get("stage0-lm", {}).get("bf16") else "fp32",
         "rendering": _rendering(out, cfg, phases),
         "phases": phases.done,
         "evals": evals,

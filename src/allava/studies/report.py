@@ -18,6 +18,8 @@ TARGET_STUDY_WALL_S = 30 * 60
 TARGET_RSS_MB = 24 * 1024  # the 2-core / 24 GiB machine the targets are set on
 TARGET_TRANSCRIPT = 0.5
 ALPHA = 0.05
+FP32_NOTE = (" (this CPU has no native bf16, AVX512-BF16 or AMX: training runs in fp32 and takes longer than on"
+             " the README's bf16 machine)")
 TEXT_BOUND = "full/stage2, scene as text"  # the text-only upper bound's column
 LABELS = {"full/stage1": "after stage 1", "full/stage2": "after stage 1 + 2", TEXT_BOUND: "stage 1 + 2, scene as text"}
 
@@ -263,7 +265,8 @@ def write_quickstart_report(out: Path, report: dict) -> dict:
     hw, r = report["hardware"], report["rendering"]
     lines = ["# allava quickstart report", "",
              f"The default run took {report['wall_s_total'] / 60:.1f} min (its phases) on {report['threads']} "
-             f"CPU threads{' and ' + report['device'] if report.get('device') else ''}; "
+             f"CPU threads{' and ' + report['device'] if report.get('device') else ''}, in "
+             f"{report.get('precision', 'fp32')}{FP32_NOTE if report.get('precision') == 'fp32' and not report.get('device') else ''}; "
              f"peak RSS {report['peak_rss_mb']:.0f} MiB.", "",
              f"Preset: **{hw['preset']}**, because {hw['reason']}.", "",
              f"Rendering: {r['image_size']} px images, a {r['grid']}x{r['grid']} grid of {r['cell_px']} px cells, "
