@@ -7,10 +7,10 @@ cores an ability-only stage 2 of 600 steps takes a few minutes. Measured with it
 machine, 1 thread, under load; 200 held-out shape questions, chance 20%):
 
     shape questions only, 600 steps from stage 1                      30.0%
-    shape questions only, 1,800 steps from stage 1                    54.0%
-    odd-one-out only, 1,800 steps (loss 0.19: 631 distinct images, learnt by heart)  18.5%
       the same, projector learning rate 1e-2 instead of 1e-3          34.5%
       the same, after 600 more caption steps (teacher/captions.jsonl)  44.0%
+    shape questions only, 1,800 steps from stage 1                    54.0%
+    odd-one-out only, 1,800 steps (loss 0.19: 631 distinct images, learnt by heart)  18.5%
 
 while a linear probe reads the shape off the same tower's patch tokens at 90.6% (small shapes 84%,
 large 96%), and a projector-shaped MLP trained on them alone reaches 90.7% in 600 steps: the tokens
