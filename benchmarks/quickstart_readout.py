@@ -4,7 +4,7 @@ training code and the run's feature store.
 
 A fast way to test a recipe change on one ability before spending a whole run on it: on 2 CPU
 cores an ability-only stage 2 of 600 steps takes a few minutes. Measured with it (runs/qs8, AVX2
-machine, 1 thread, under load; 200 held-out shape questions, chance 20%):
+machine, 1 thread, under load; 200 held-out questions of the trained ability, chance 20%):
 
     shape questions only, 600 steps from stage 1                      30.0%
       the same, projector learning rate 1e-2 instead of 1e-3          34.5%
