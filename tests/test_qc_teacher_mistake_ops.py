@@ -102,6 +102,27 @@ def test_colour_aware_image_dedup(tmp_path):
     assert c[1]["distance"] > 1 and c[2]["distance"] == 0 and c[2]["near"].endswith("red.png")
 
 
+def test_image_dedup_keeps_the_original_when_its_damaged_copy_comes_first(tmp_path):
+    from PIL import ImageEnhance, ImageFilter
+
+    from allava.scenes.graph import sample_scene
+    from allava.scenes.render import render
+
+    render(sample_scene(0)).save(tmp_path / "orig.png")  # a quickstart picture
+    with Image.open(tmp_path / "orig.png") as im:
+        im.convert("RGB").filter(ImageFilter.GaussianBlur(2.5)).save(tmp_path / "blurred.png")
+        ImageEnhance.Brightness(im.convert("RGB")).enhance(0.05).save(tmp_path / "dark.png")
+        im.convert("RGB").save(tmp_path / "copy.png")
+    names = ("blurred.png", "dark.png", "orig.png", "copy.png")  # the damaged copies first, an exact copy last
+    recs = [QCRecord(n, [], image=n, image_file=tmp_path / n) for n in names]
+    op = ImageDedup()
+    out = dict(zip(names, op.finalize(op.features(recs))))
+    assert out["orig.png"]["distance"] > 1 and "near" not in out["orig.png"]  # the sharpest: nothing ranks before it
+    assert out["copy.png"]["distance"] == 0 and out["copy.png"]["near"].endswith("orig.png")  # a tie: the later goes
+    assert out["blurred.png"]["distance"] == 0 and out["blurred.png"]["near"].endswith("orig.png")
+    assert out["dark.png"]["near"].endswith("orig.png")  # ranked below the original too (image_readability's call)
+
+
 def test_jpeg_ghost_and_detail_flag_damaged_images(tmp_path):
     from allava.scenes.graph import sample_scene
     from allava.scenes.render import render
