@@ -28,7 +28,7 @@ from functools import lru_cache
 
 from allava.scenes.abilities import SHORT_ANSWER_PROMPT, ask, where
 from allava.scenes.graph import COLORS, POSITION_NAMES, SHAPES, THINGS, Scene, plural
-from allava.scenes.verify import SCENE_CACHE, scene_questions, shared
+from allava.scenes.verify import SCENE_CACHE, _canon, scene_questions, shared, short_answer
 
 _NAMES = sorted(SHAPES + THINGS, key=len, reverse=True)
 _NAME_FORMS = {plural(n): n for n in _NAMES} | {n: n for n in _NAMES}
@@ -215,8 +215,6 @@ _NAMES_ASKED = ("shape", "object", "odd", "abnormal")  # intents whose answer na
 def absent_answer(scene: Scene, question: str, answer: str) -> str | None:
     """A short answer naming a shape or object the scene does not contain, to a question asking
     for one: wrong whatever the question meant (a printed word is an OCR answer, not asked here)."""
-    from allava.scenes.verify import _canon, short_answer
-
     given = short_answer(answer)
     if given is None or intent(question) not in _NAMES_ASKED:
         return None

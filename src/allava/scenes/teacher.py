@@ -21,7 +21,7 @@ from allava.scenes.abilities import (
     phrase,
     where,
 )
-from allava.scenes.graph import COLORS, GRID, POSITIONS, SHAPES, SIZES, THINGS, Scene, SceneObject, plural
+from allava.scenes.graph import COLORS, GRID, POSITION_NAMES, SHAPES, SIZES, THINGS, Scene, SceneObject, plural
 from allava.synth.prompts import (  # noqa: F401 - re-exported for the scene world
     ALLAVA_LAION_PROMPT,
     ALLAVA_LAION_SECTIONS,
@@ -128,7 +128,7 @@ _CAPTION_NP = re.compile(rf"\b(?:an?|the) (?:(small|large) )?(?:({'|'.join(COLOR
 _CAPTION_WORD = re.compile(r'"([A-Z]+)"')
 _CAPTION_OPENING = re.compile(r"^(?:The image shows|This picture contains|In this image,) (\w+) (?:shape|object)s? "
                               r"(?:arranged |appear )?on (.+)\.$")
-_WHERE_CELL = {where(p): divmod(i, GRID) for i, p in enumerate(p for row in POSITIONS for p in row)}
+_WHERE_CELL = {where(p): divmod(i, GRID) for i, p in enumerate(POSITION_NAMES)}
 _WHERE_RE = re.compile("(" + "|".join(sorted(map(re.escape, _WHERE_CELL), key=len, reverse=True)) + ")", re.I)
 
 

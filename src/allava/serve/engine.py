@@ -383,22 +383,21 @@ def trim_vision_tower(model) -> int:
     size = getattr(vision, "image_size", 224)
     probe = torch.linspace(-1, 1, 3 * size * size).reshape(1, 3, size, size).to(model.dtype).to(model.device)
 
-    def features():
+    def features() -> torch.Tensor:
         out = model.model.get_image_features(pixel_values=probe)
-        return getattr(out, "pooler_output", out)
+        out = getattr(out, "pooler_output", out)
+        return torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
 
+    full = layers
     try:
         before = features()
-        before = torch.cat(list(before)) if isinstance(before, (list, tuple)) else before
-        full = layers
         encoder.layers, vision.num_hidden_layers = torch.nn.ModuleList(list(layers)[:keep]), keep
         config.vision_feature_layer = at[0] if single else at
         after = features()
-        after = torch.cat(list(after)) if isinstance(after, (list, tuple)) else after
         if after.shape == before.shape and torch.equal(after, before):
             return len(full) - keep
     except Exception:  # an encoder that does not take this: leave it whole
-        full = locals().get("full", layers)
+        pass
     encoder.layers, vision.num_hidden_layers = full, len(full)
     config.vision_feature_layer = wanted[0] if single else wanted
     return 0

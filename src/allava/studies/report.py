@@ -263,10 +263,12 @@ def write_quickstart_report(out: Path, report: dict) -> dict:
     if curve.get("points"):
         plot_curve(curve["points"], curve["total_steps"], curve["questions"], out / "learning_curve.png")
     hw, r = report["hardware"], report["rendering"]
+    precision = report.get("precision", "fp32")
+    if report.get("precision") == "fp32" and not report.get("device"):
+        precision += FP32_NOTE
     lines = ["# allava quickstart report", "",
              f"The default run took {report['wall_s_total'] / 60:.1f} min (its phases) on {report['threads']} "
-             f"CPU threads{' and ' + report['device'] if report.get('device') else ''}, in "
-             f"{report.get('precision', 'fp32')}{FP32_NOTE if report.get('precision') == 'fp32' and not report.get('device') else ''}; "
+             f"CPU threads{' and ' + report['device'] if report.get('device') else ''}, in {precision}; "
              f"peak RSS {report['peak_rss_mb']:.0f} MiB.", "",
              f"Preset: **{hw['preset']}**, because {hw['reason']}.", "",
              f"Rendering: {r['image_size']} px images, a {r['grid']}x{r['grid']} grid of {r['cell_px']} px cells, "
