@@ -156,6 +156,8 @@ def test_config_errors():
         parse_config({"ops": [{"name": "task_diversity", "min": 1}]})
     with pytest.raises(ConfigError, match="appear twice"):
         parse_config({"ops": [{"name": "text_dedup"}, {"name": "text_dedup"}]})
+    with pytest.raises(ConfigError, match=r"ops\[0\]\.hash must be one of \['dhash', 'phash'\], got 'ahash'"):
+        parse_config({"ops": [{"name": "image_dedup", "hash": "ahash"}]})
 
 
 def test_synthesis_records_are_read(tmp_path):

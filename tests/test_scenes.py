@@ -26,7 +26,7 @@ from allava.scenes.teacher import (
     text_record,
     vqa_record,
 )
-from allava.scenes.world import WorldConfig, bench_seed, build_world, read_jsonl, text_seed, train_seed
+from allava.scenes.world import WorldConfig, all_qas, bench_seed, build_world, read_jsonl, text_seed, train_seed
 from allava.synth.tasks.allava_laion import parse as parse_allava_laion
 
 SCENES = [sample_scene(s) for s in range(300)]
@@ -252,3 +252,30 @@ def test_build_world_tiny(tmp_path):
     again = build_world(tmp_path / "again", cfg, progress=False)
     for name in ("captions.jsonl", "instruct.jsonl", "text.jsonl", "bench.jsonl", "corpus.txt"):
         assert (tmp_path / name).read_bytes() == (again.root / name).read_bytes()
+
+
+def test_ability_weights_and_images_target_the_slow_abilities(tmp_path):
+    """`vqa_ability_weights` scales an ability's record count; `ability_images` adds train scenes on
+    which the ability applies (short VQA only), whose seeds still give their scenes back."""
+    base = dict(seed=1, n_train_images=20, n_bench_per_ability=1, n_text=2, vqa_per_ability=10)
+    plain = read_jsonl(build_world(tmp_path / "plain", WorldConfig(**base), progress=False).instruct)
+    cfg = WorldConfig(**base, vqa_ability_weights={"odd_one_out": 3.0, "ocr": 0.5},
+                      ability_images={"odd_one_out": 15})
+    files = build_world(tmp_path / "rich", cfg, progress=False)
+    vqa = [r for r in read_jsonl(files.instruct) if r["meta"]["task"] == "short_vqa"]
+    counts = Counter(r["meta"]["ability"] for r in vqa)
+    assert counts["odd_one_out"] == 30 and counts["ocr"] == 5 and counts["count"] == 10
+    odd_images = {r["image"] for r in vqa if r["meta"]["ability"] == "odd_one_out"}
+    plain_odd = {r["image"] for r in plain if r["meta"].get("ability") == "odd_one_out"}
+    assert len(odd_images) > len(plain_odd) and len(odd_images) >= 15
+    extra = [r for r in vqa if int(r["image"].split("-")[1][:6]) >= cfg.n_train_images]
+    assert extra and all((files.images / r["image"]).exists() for r in extra)
+    for r in extra[:10]:  # seed -> the same scene with the default sampler, the answer holds
+        scene = sample_scene(r["meta"]["seed"], SceneConfig(image_size=cfg.image_size))
+        asked = all_qas(scene, r["meta"]["seed"], cfg.vqa_phrasings)[r["meta"]["ability"]]
+        assert r["conversations"][1]["value"] in {qa.answer for qa in asked}
+    assert len(read_jsonl(files.captions)) == 20 and files.counts["ability_images"] == 15
+    with pytest.raises(ValueError, match="unknown keys \\['oddity'\\]"):
+        WorldConfig(vqa_ability_weights={"oddity": 2.0})
+    with pytest.raises(ValueError, match="must be >= 0"):
+        WorldConfig(ability_images={"shape": -1})

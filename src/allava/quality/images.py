@@ -39,14 +39,6 @@ def sobel_magnitude(g: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-def resize_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Grayscale float array of exactly `size` (w, h), with antialiasing: the input of perceptual hashes."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
-
-
 GHOST_QUALITIES = range(3, 13)
 DETAIL_FACTORS = (3, 4, 6, 8)
 

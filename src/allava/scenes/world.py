@@ -53,6 +53,7 @@ SEED_STRIDE = 10**6  # each WorldConfig.seed owns [seed * STRIDE, (seed + 1) * S
 TEXT_OFFSET = 600_000
 BENCH_OFFSET = 800_000
 BENCH_MAX_SCENES = SEED_STRIDE - BENCH_OFFSET
+FRESH_SEEDS = 1_000  # the top of the train range, never a training image: fresh scenes (the report's transcript)
 STALL_LIMIT = 300  # scenes without progress before an answer cap is relaxed
 TEACHER_MODES = ("inline", "synth")
 TEACHER_DIR = "teacher"  # teacher "synth": the `allava synth` run folder under the world, and its export
@@ -67,6 +68,11 @@ class WorldConfig:
     image_size: int = 96
     n_text: int = 1500
     vqa_per_ability: int = 0  # single-turn short-answer records per ability (stage 2); 0: n_train_images
+    # multiplier of vqa_per_ability by ability (1 where absent): practice where the LM learns slowest
+    vqa_ability_weights: dict[str, float] = field(default_factory=dict)
+    # per ability, this many more train images on which it can be asked (StableLLaVA's images made
+    # for an ability): short-VQA records only, so the rare abilities' records stop repeating images
+    ability_images: dict[str, int] = field(default_factory=dict)
     vqa_phrasings: int = 3  # question phrasings drawn per scene, so repeated records read differently
     n_lm_scenes: int = 0  # text-form scene conversations for stage-0 LM pretraining (lm_docs.jsonl)
     # "inline": the scene-graph teacher is called here (captions.jsonl, instruct.jsonl); "synth": only
@@ -76,9 +82,20 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if self.teacher not in TEACHER_MODES:
             raise ValueError(f"world.teacher must be one of {', '.join(TEACHER_MODES)}, got {self.teacher!r}")
-        if (not 0 < self.n_train_images <= TEXT_OFFSET
+        if (not 0 < self.n_train_images <= TEXT_OFFSET - FRESH_SEEDS
                 or not 0 <= self.n_text + self.n_lm_scenes <= BENCH_OFFSET - TEXT_OFFSET):
             raise ValueError("n_train_images / n_text + n_lm_scenes exceed their seed ranges")
+        _check_weights("vqa_ability_weights", self.vqa_ability_weights, ABILITIES)
+        _check_weights("ability_images", self.ability_images, ABILITIES)
+
+
+def _check_weights(name: str, weights: dict[str, float], known) -> None:
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise ValueError(f"world.{name}: unknown keys {unknown}; known: {sorted(known)}")
+    negative = sorted(k for k, w in weights.items() if not w >= 0)
+    if negative:
+        raise ValueError(f"world.{name}: weights must be >= 0, got {', '.join(f'{k}={weights[k]}' for k in negative)}")
 
 
 @dataclass
@@ -172,9 +189,34 @@ def _build_train(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: b
                                 "negatives": clip_hard_negatives(scene, random.Random(f"negatives/{seed}")),
                                 "patch_labels": clip_patch_labels(scene)})
             bar.update()
+    for ability, rid, image, scene in _ability_images(cfg, scfg, img_dir, progress):
+        for a, qas in all_qas(scene, scene.seed, cfg.vqa_phrasings).items():
+            pools.setdefault(a, []).extend((rid, image, scene, qa) for qa in qas)
     out["instruct"] += balanced_vqa(pools, cfg.vqa_per_ability or cfg.n_train_images,
-                                     random.Random(f"vqa-balance/{cfg.seed}"))
+                                     random.Random(f"vqa-balance/{cfg.seed}"), cfg.vqa_ability_weights)
     return out
+
+
+def _ability_images(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress: bool):
+    """`cfg.ability_images[a]` more train scenes on which ability `a` can be asked: the next train
+    seeds after the captioned images, kept when the ability applies (so a record's seed still
+    gives its scene back with the default sampler). Yields (ability, id, image, scene)."""
+    i = cfg.n_train_images
+    with _bar(sum(cfg.ability_images.values()), "ability images", progress) as bar:
+        for ability in sorted(cfg.ability_images):
+            made = 0
+            while made < cfg.ability_images[ability]:
+                if i >= TEXT_OFFSET - FRESH_SEEDS:
+                    raise ValueError(f"world.ability_images: the train seed range ran out finding {ability!r} scenes")
+                seed = train_seed(cfg, i)
+                scene = sample_scene(seed, scfg)
+                if ask(scene, random.Random(seed), [ability]).get(ability):
+                    rid = f"train-{i:06d}"
+                    save_png(render(scene), img_dir / f"{rid}.png")
+                    made += 1
+                    bar.update()
+                    yield ability, rid, f"train/{rid}.png", scene
+                i += 1
 
 
 def all_qas(scene: Scene, seed: int, phrasings: int) -> dict[str, list[QA]]:
@@ -187,9 +229,11 @@ def all_qas(scene: Scene, seed: int, phrasings: int) -> dict[str, list[QA]]:
     return {a: list(v.values()) for a, v in out.items()}
 
 
-def balanced_vqa(pools: dict[str, list], per_ability: int, rng: random.Random) -> list[dict]:
-    """`per_ability` single-turn short-answer records per ability (the benchmark weighs abilities
-    equally; the raw pools do not: counting applies to every scene, OCR to one kind in five).
+def balanced_vqa(pools: dict[str, list], per_ability: int, rng: random.Random,
+                 weights: dict[str, float] | None = None) -> list[dict]:
+    """`per_ability` single-turn short-answer records per ability, times its weight (the benchmark
+    weighs abilities equally; the raw pools do not: counting applies to every scene, OCR to one
+    kind in five).
 
     Drawn without replacement while a pool lasts, then cycled, so rare abilities repeat their
     records rather than the common ones crowding them out (the review's principle 10, balance).
@@ -199,7 +243,7 @@ def balanced_vqa(pools: dict[str, list], per_ability: int, rng: random.Random) -
     for ability in sorted(pools):
         pool = list(pools[ability])
         rng.shuffle(pool)
-        for j in range(per_ability):
+        for j in range(round(per_ability * (weights or {}).get(ability, 1.0))):
             rid, image, scene, qa = pool[j % len(pool)]
             rows.append(vqa_record(f"{rid}-{ability}-{j}", image, scene, [qa]))
     rng.shuffle(rows)
@@ -333,7 +377,8 @@ def build_world(out_dir: str | Path, cfg: WorldConfig | None = None, progress: b
     files.corpus.write_text("\n".join(corpus) + "\n", encoding="utf-8")
     files.bench_meta.write_text(json.dumps(bench_meta(bench), indent=2) + "\n", encoding="utf-8")
     vqa_key = "instruct" if cfg.teacher == "inline" else "short_vqa"
-    files.counts = {"train_images": cfg.n_train_images, "captions": len(train["captions"]),
+    files.counts = {"train_images": cfg.n_train_images, "ability_images": sum(cfg.ability_images.values()),
+                    "captions": len(train["captions"]),
                     vqa_key: len(train["instruct"]), "teacher_items": len(train["teacher_items"]), "text": len(text), "lm_docs": len(lm_docs), "clip_pairs": len(train["clip"]),
                     "bench": len(bench), "corpus_lines": len(corpus)}
     (root / "world.json").write_text(json.dumps({"config": asdict(cfg), "counts": files.counts}, indent=2) + "\n",

@@ -15,12 +15,12 @@ from allava.studies.config import QuickstartConfig
 
 def fresh_seeds(cfg: QuickstartConfig, n: int) -> list[int]:
     """Seeds just below the text-only range: above every training seed, outside text and bench."""
-    from allava.scenes.world import SEED_STRIDE, TEXT_OFFSET
+    from allava.scenes.world import FRESH_SEEDS, SEED_STRIDE, TEXT_OFFSET
 
     first = TEXT_OFFSET - n
-    if first < cfg.world.n_train_images:
-        raise ValueError(f"no fresh seeds left between {cfg.world.n_train_images} training images and "
-                         f"the text range at {TEXT_OFFSET}")
+    if n > FRESH_SEEDS:
+        raise ValueError(f"transcript.scenes: at most {FRESH_SEEDS} fresh scenes (the seeds below the text range "
+                         f"that no training image uses), got {n}")
     return [cfg.world.seed * SEED_STRIDE + first + i for i in range(n)]
 
 

@@ -24,7 +24,7 @@ before it. A blurred, darkened, upscaled or JPEG-damaged copy has softer
 or fainter edges than its original, so the original is kept even when the copy comes first (at 10K
 records of the quickstart noise benchmark, file order made image_dedup remove 41 clean records, most
 of them originals whose damaged copy came earlier; 6 now); an exact copy ties and the later one is
-the duplicate, as before.
+the duplicate, as before. Each file is decoded once for its hashes and sharpness (`image_features`).
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from allava.quality.base import DatasetOp, ImageMemo, OpSettings, QCRecord, Stats, per_image, register_op
-from allava.quality.images import resize_gray
 
 SUBSTRINGS, SUB_BITS = 4, 16  # RADIUS // SUBSTRINGS == 1: each table is probed within one bit
 RADIUS = 7  # exact distances up to here
@@ -47,9 +46,15 @@ def _bits_to_int(bits: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits.ravel()), 2)
 
 
-def dhash(path, size: int = 8) -> int:
+def _lanczos(im, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(im.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+
+
+def _dhash_of(grey, size: int = 8) -> int:
     """Difference hash: is each pixel brighter than its right neighbour (size x size bits)."""
-    g = resize_gray(path, (size + 1, size))
+    g = _lanczos(grey, (size + 1, size))
     return _bits_to_int(g[:, 1:] > g[:, :-1])
 
 
@@ -64,41 +69,67 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def _phash_of(g: np.ndarray, size: int = 8) -> int:
+def _dct_hash(g: np.ndarray, size: int = 8) -> int:
     low = (_DCT32 @ g @ _DCT32.T)[:size, :size]
     return _bits_to_int(low > np.median(low))
 
 
-def phash(path, size: int = 8) -> int:
+def _phash_of(grey, size: int = 8) -> int:
     """Perceptual hash: low 8x8 DCT coefficients of a 32x32 grey image above their median."""
-    return _phash_of(resize_gray(path, (32, 32)), size)
+    return _dct_hash(_lanczos(grey, (32, 32)), size)
 
 
-def phash_channels(path, size: int = 8) -> list[int]:
+def _channel_hashes(rgb, size: int = 8) -> list[int]:
     """The pHash of each RGB channel (a 32x32 antialiased thumbnail per channel)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    return [_phash_of(rgb[..., c], size) for c in range(3)]
+    thumb = _lanczos(rgb, (32, 32))
+    return [_dct_hash(thumb[..., c], size) for c in range(3)]
 
 
-def sharpness(path, side: int = 256) -> float:
+def _sharpness_of(grey, side: int = 256) -> float:
     """Edge sharpness: the mean of the largest 1% of absolute neighbour differences of the grey image
     (shrunk to at most `side` px a side; a percentile is 0 where edges are sparse): soft or faint
     edges rank a copy below its original."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        g = im.convert("L")
-        if max(g.size) > side:
-            g.thumbnail((side, side), Image.Resampling.LANCZOS)
-        a = np.asarray(g, dtype=np.float64)
+    if max(grey.size) > side:
+        grey = grey.copy()
+        grey.thumbnail((side, side), Image.Resampling.LANCZOS)
+    a = np.asarray(grey, dtype=np.float64)
     diffs = np.concatenate([np.abs(np.diff(a, axis=1)).ravel(), np.abs(np.diff(a, axis=0)).ravel()])
     if not diffs.size:
         return 0.0
     k = max(1, diffs.size // 100)
     return float(np.partition(diffs, diffs.size - k)[-k:].mean())
+
+
+_HASHES = {"phash": _phash_of, "dhash": _dhash_of}
+
+
+def image_features(path, hash_name: str = "phash", colour: bool = True) -> dict[str, Any]:
+    """The hash, sharpness and (with `colour`) channel hashes of one file, from a single decode."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        grey = im.convert("L")
+        f = {"hash": f"{_HASHES[hash_name](grey):016x}", "sharp": _sharpness_of(grey)}
+        if colour:
+            f["rgb"] = [f"{h:016x}" for h in _channel_hashes(im.convert("RGB"))]
+    return f
+
+
+def phash(path, size: int = 8) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return _phash_of(im.convert("L"), size)
+
+
+def dhash(path, size: int = 8) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return _dhash_of(im.convert("L"), size)
 
 
 def hamming(a: int, b: np.ndarray) -> np.ndarray:
@@ -112,6 +143,10 @@ class ImageDedupSettings(OpSettings):
     hash: str = "phash"  # phash | dhash
     colour: bool = True  # distance = max(grey, R, G, B hash distances): colour changes are not copies
 
+    def check(self) -> None:
+        if self.hash not in _HASHES:
+            raise ValueError(f"hash must be one of {sorted(_HASHES)}, got {self.hash!r}")
+
 
 @register_op("image_dedup")
 class ImageDedup(DatasetOp):
@@ -121,13 +156,8 @@ class ImageDedup(DatasetOp):
     VERSION = "3"  # 3: copies ranked by sharpness, not only file order
 
     def features(self, batch: list[QCRecord]) -> list[Any]:
-        fn = {"phash": phash, "dhash": dhash}[self.settings.hash]
-
         def one(r: QCRecord) -> dict[str, Any]:
-            f = {"file": str(r.image_file), "hash": f"{fn(r.image_file):016x}", "sharp": sharpness(r.image_file)}
-            if self.settings.colour:
-                f["rgb"] = [f"{h:016x}" for h in phash_channels(r.image_file)]
-            return f
+            return {"file": str(r.image_file), **image_features(r.image_file, self.settings.hash, self.settings.colour)}
         if not hasattr(self, "_memo"):
             self._memo = ImageMemo(copy=False)  # features are only read
         return per_image(batch, one, self._memo)

@@ -1,0 +1,76 @@
+"""Does the stage-0 LM (the Phi-2 stand-in) answer from a scene given in words? The held-out
+benchmark questions, each after the scene's description (the report's "scene as text" form), asked
+of the language model alone, greedy, scored by exact match per ability.
+
+Phi-2 brings in-context retrieval ("what colour is the cross?" answered from a description) from
+its pretraining; LLaVA's stage 2 only has to connect image tokens to it. The quickstart's tiny LM
+is pretrained on the text form of the world for that reason; this says whether it worked.
+
+    python benchmarks/lm_text_readout.py --run runs/quickstart            # the run's stage-0 LM
+    python benchmarks/lm_text_readout.py --run runs/quickstart --lm DIR   # any causal LM folder
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="runs/quickstart", help="a quickstart run folder (its world and stage-0 LM)")
+    ap.add_argument("--lm", default=None, help="causal LM folder (default: RUN/lm)")
+    ap.add_argument("--per-ability", type=int, default=60, help="questions per ability")
+    ap.add_argument("--template", default="human_assistant")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from allava.data.tokenize import ConversationEncoder
+    from allava.scenes.graph import SceneConfig, sample_scene
+    from allava.scenes.teacher import scene_in_words
+    from allava.scenes.world import read_jsonl
+
+    run = Path(args.run)
+    lm_dir = Path(args.lm) if args.lm else run / "lm"
+    bench = run / "world" / "bench.jsonl"
+    for path in (lm_dir, bench):
+        if not path.exists():
+            print(f"error: {path} is missing (run `allava quickstart --out {run}` first)", file=sys.stderr)
+            return 2
+    tok = AutoTokenizer.from_pretrained(lm_dir)
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    enc = ConversationEncoder(tok, args.template)
+    size = json.loads((run / "world" / "world.json").read_text())["config"]["image_size"]
+    by_ability: dict[str, list[dict]] = defaultdict(list)
+    for row in read_jsonl(bench):
+        if len(by_ability[row["ability"]]) < args.per_ability:
+            by_ability[row["ability"]].append(row)
+    hits: dict[str, int] = defaultdict(int)
+    for ability, rows in sorted(by_ability.items()):
+        for row in rows:
+            words = scene_in_words(sample_scene(row["seed"], SceneConfig(image_size=size)),
+                                   random.Random(f"bench-text/{row['seed']}"))  # as evaluate/synthetic.py
+            text = enc.render([{"from": "human", "value": f"{words}\n\n{row['prompt']}"}], add_generation_prompt=True)[0]
+            ids = tok(text, return_tensors="pt", add_special_tokens=not text.startswith(tok.bos_token or "\0")).input_ids
+            with torch.no_grad():
+                out = lm.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+            answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().split("\n")[0]
+            hits[ability] += answer.strip().rstrip(".").lower() == row["answer"].lower()
+    meta = json.loads((run / "world" / "bench_meta.json").read_text())["abilities"]
+    result = {a: {"accuracy": hits[a] / len(rows), "chance": meta[a]["chance"], "n": len(rows)}
+              for a, rows in sorted(by_ability.items())}
+    for a, r in result.items():
+        print(f"{a:12s} {r['accuracy'] * 100:5.1f}%  (chance {r['chance'] * 100:.0f}%, n={r['n']})")
+    overall = sum(hits.values()) / sum(len(r) for r in by_ability.values())
+    print(f"{'overall':12s} {overall * 100:5.1f}%")
+    print(json.dumps({"lm": str(lm_dir), "overall": overall, "per_ability": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
