@@ -22,6 +22,8 @@ carry the shape; what the LM lacks is practice reading it, which captions give.
     python benchmarks/quickstart_readout.py --run runs/quickstart --init runs/readout/captions/train/stage2/final \\
         --abilities shape --steps 600
     python benchmarks/quickstart_readout.py --run runs/quickstart --recipe-data --steps 1500   # the stage-2 mix
+    python benchmarks/quickstart_readout.py --run runs/quickstart --recipe-data --steps 5442 \\
+        --world-set 'vqa_ability_weights={shape: 1.8, position: 1.4}' --out runs/readout/weighted
 """
 from __future__ import annotations
 
@@ -31,6 +33,27 @@ import random
 import sys
 import time
 from pathlib import Path
+
+
+def variant_world(run: Path, out: Path, overrides: list[str]) -> Path:
+    """OUT as a run folder whose world is the run's with `overrides` applied (train images 0..N-1 are
+    the same scenes, so their features come from the shared store) and whose other folders link to
+    the run's: stage 2 reads the variant's records, everything before it is the run's own."""
+    import os
+
+    from allava.config import apply_overrides, from_dict
+    from allava.scenes.world import TEACHER_DIR, WorldConfig, build_world
+
+    base = json.loads((run / "world" / "world.json").read_text())["config"]
+    cfg = from_dict(WorldConfig, apply_overrides(base, overrides), "world")
+    files = build_world(out / "world", cfg)
+    print(f"variant world: {files.counts}")
+    links = [(run / name, out / name) for name in ("full", "features", "tokenizer", "lm", "clip")]
+    links.append((run / "world" / TEACHER_DIR, out / "world" / TEACHER_DIR))
+    for src, dst in links:
+        if src.exists() and not dst.exists():
+            os.symlink(src.resolve(), dst)
+    return out
 
 
 def main() -> int:
@@ -44,6 +67,9 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=2000, help="balanced held-out subset (all abilities)")
     ap.add_argument("--out", default=None, help="default: RUN/readout/<a name made of the arguments>")
     ap.add_argument("--no-eval", action="store_true", help="train only (e.g. a caption phase to start from)")
+    ap.add_argument("--world-set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="a variant of the run's world (WorldConfig keys, e.g. 'vqa_ability_weights={shape: 2}'), "
+                         "built under OUT/world; the run's stage 0 / 1 models and feature store are reused")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="quickstart config overrides")
     args = ap.parse_args()
 
@@ -64,6 +90,14 @@ def main() -> int:
     name = "-".join(filter(None, ["mix" if args.recipe_data else Path(args.data).stem, *sorted(keep), f"{args.steps}"]))
     out = Path(args.out) if args.out else run / "readout" / name
     out.mkdir(parents=True, exist_ok=True)
+    if args.world_set:
+        from allava.config import ConfigError
+
+        try:
+            run = variant_world(run, out, args.world_set)
+        except (ConfigError, ValueError) as e:
+            print(f"error: --world-set: {e}", file=sys.stderr)
+            return 2
     if args.recipe_data:
         sources = pipeline.stage_configs(run, cfg)["stage2"].data
     else:

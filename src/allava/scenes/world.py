@@ -92,10 +92,10 @@ class WorldConfig:
 def _check_weights(name: str, weights: dict[str, float], known) -> None:
     unknown = sorted(set(weights) - set(known))
     if unknown:
-        raise ValueError(f"world.{name}: unknown keys {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{name}: unknown keys {unknown}; known: {sorted(known)}")
     negative = sorted(k for k, w in weights.items() if not w >= 0)
     if negative:
-        raise ValueError(f"world.{name}: weights must be >= 0, got {', '.join(f'{k}={weights[k]}' for k in negative)}")
+        raise ValueError(f"{name}: weights must be >= 0, got {', '.join(f'{k}={weights[k]}' for k in negative)}")
 
 
 @dataclass
