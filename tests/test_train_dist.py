@@ -21,9 +21,11 @@ from tests.test_train import losses, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 # fp32, 10 steps, measured: DDP over 2 processes 1e-7 relative (gradients all-reduced in another
-# order), DeepSpeed ZeRO-2 4e-4 and ZeRO-3 6e-4 (its own fp32 gradient buffers and clipping); a wrong
-# global batch or data split is off by more than 1e-2 from step 1
+# order), DeepSpeed ZeRO-2 3-4e-4 and ZeRO-3 5-6e-4, once 1.02e-3 in a clean-clone CI run on an AMX
+# Xeon (its own fp32 gradient buffers and clipping, not bitwise repeatable); a wrong global batch or
+# data split is off by more than 1e-2 from step 1, so DeepSpeed gets 3e-3 and DDP stays at 1e-3
 LOSS_TOL = {"rel": 1e-3, "abs": 1e-4}
+DEEPSPEED_LOSS_TOL = {"rel": 3e-3, "abs": 1e-4}
 
 
 def free_port() -> int:
@@ -98,7 +100,8 @@ def test_ddp_and_deepspeed_reach_the_losses_of_one_process(backbones, tiny_data,
         got = losses(tmp_path / name, "stage2")
         print(name, "max relative loss difference", max(abs(got[s] / ref[s] - 1) for s in ref))
         for step, loss in ref.items():
-            assert got[step] == pytest.approx(loss, **LOSS_TOL), (name, step, got[step], loss)
+            tol = DEEPSPEED_LOSS_TOL if name.startswith("deepspeed") else LOSS_TOL
+            assert got[step] == pytest.approx(loss, **tol), (name, step, got[step], loss)
         from transformers import LlavaForConditionalGeneration
 
         LlavaForConditionalGeneration.from_pretrained(tmp_path / name / "stage2" / "final")
