@@ -1,6 +1,6 @@
 """Does the stage-0 LM (the Phi-2 stand-in) answer from a scene given in words? The held-out
 benchmark questions, each after the scene's description (the report's "scene as text" form), asked
-of the language model alone, greedy, scored by exact match per ability.
+of the language model alone, greedy, scored by the benchmark's own scorer per ability.
 
 Phi-2 brings in-context retrieval ("what colour is the cross?" answered from a description) from
 its pretraining; LLaVA's stage 2 only has to connect image tokens to it. The quickstart's tiny LM
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 
@@ -31,14 +29,12 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from allava.data.tokenize import ConversationEncoder
-    from allava.scenes.graph import SceneConfig, sample_scene
-    from allava.scenes.teacher import scene_in_words
-    from allava.scenes.world import read_jsonl
+    from allava.evaluate.benchmarks import get_benchmark
+    from allava.evaluate.synthetic import _text_question, balanced_subset
 
     run = Path(args.run)
     lm_dir = Path(args.lm) if args.lm else run / "lm"
-    bench = run / "world" / "bench.jsonl"
-    for path in (lm_dir, bench):
+    for path in (lm_dir, run / "world" / "bench.jsonl"):
         if not path.exists():
             print(f"error: {path} is missing (run `allava quickstart --out {run}` first)", file=sys.stderr)
             return 2
@@ -46,29 +42,21 @@ def main() -> int:
     lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
     enc = ConversationEncoder(tok, args.template)
     size = json.loads((run / "world" / "world.json").read_text())["config"]["image_size"]
-    by_ability: dict[str, list[dict]] = defaultdict(list)
-    for row in read_jsonl(bench):
-        if len(by_ability[row["ability"]]) < args.per_ability:
-            by_ability[row["ability"]].append(row)
-    hits: dict[str, int] = defaultdict(int)
-    for ability, rows in sorted(by_ability.items()):
-        for row in rows:
-            words = scene_in_words(sample_scene(row["seed"], SceneConfig(image_size=size)),
-                                   random.Random(f"bench-text/{row['seed']}"))  # as evaluate/synthetic.py
-            text = enc.render([{"from": "human", "value": f"{words}\n\n{row['prompt']}"}], add_generation_prompt=True)[0]
-            ids = tok(text, return_tensors="pt", add_special_tokens=not text.startswith(tok.bos_token or "\0")).input_ids
-            with torch.no_grad():
-                out = lm.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-            answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().split("\n")[0]
-            hits[ability] += answer.strip().rstrip(".").lower() == row["answer"].lower()
-    meta = json.loads((run / "world" / "bench_meta.json").read_text())["abilities"]
-    result = {a: {"accuracy": hits[a] / len(rows), "chance": meta[a]["chance"], "n": len(rows)}
-              for a, rows in sorted(by_ability.items())}
-    for a, r in result.items():
+    bench = get_benchmark("synthetic")
+    keep = balanced_subset(run / "world", args.per_ability * 10)
+    samples = [x for x in bench.load(run / "world") if x.question_id in keep]
+    answers = {}
+    for sample in samples:  # the report's "scene as text" question (evaluate/synthetic.py), to the LM alone
+        text = enc.render(_text_question(sample, size).conversations, add_generation_prompt=True)[0]
+        ids = tok(text, return_tensors="pt", add_special_tokens=not text.startswith(tok.bos_token or "\0")).input_ids
+        with torch.no_grad():
+            out = lm.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        answers[sample.question_id] = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().split("\n")[0]
+    scores = bench.score(samples, answers)  # the benchmark's own normalized exact match
+    for a, r in sorted(scores["abilities"].items()):
         print(f"{a:12s} {r['accuracy'] * 100:5.1f}%  (chance {r['chance'] * 100:.0f}%, n={r['n']})")
-    overall = sum(hits.values()) / sum(len(r) for r in by_ability.values())
-    print(f"{'overall':12s} {overall * 100:5.1f}%")
-    print(json.dumps({"lm": str(lm_dir), "overall": overall, "per_ability": result}))
+    print(f"{'overall':12s} {scores['overall'] * 100:5.1f}%")
+    print(json.dumps({"lm": str(lm_dir), "overall": scores["overall"], "per_ability": scores["abilities"]}))
     return 0
 
 

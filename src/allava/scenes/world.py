@@ -201,6 +201,8 @@ def _ability_images(cfg: WorldConfig, scfg: SceneConfig, img_dir: Path, progress
     """`cfg.ability_images[a]` more train scenes on which ability `a` can be asked: the next train
     seeds after the captioned images, kept when the ability applies (so a record's seed still
     gives its scene back with the default sampler). Yields (ability, id, image, scene)."""
+    if not cfg.ability_images:
+        return
     i = cfg.n_train_images
     with _bar(sum(cfg.ability_images.values()), "ability images", progress) as bar:
         for ability in sorted(cfg.ability_images):
