@@ -279,3 +279,26 @@ def test_ability_weights_and_images_target_the_slow_abilities(tmp_path):
         WorldConfig(vqa_ability_weights={"oddity": 2.0})
     with pytest.raises(ValueError, match="must be >= 0"):
         WorldConfig(ability_images={"shape": -1})
+
+
+def test_quickstart_breakdown_splits_attribute_questions_by_whether_a_look_up_is_needed(tmp_path):
+    """benchmarks/quickstart_breakdown.py: a colour / shape question whose scene has one value of
+    that attribute needs no look-up; every other one does; each question counted once, right as predicted."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quickstart_breakdown.py"
+    spec = importlib.util.spec_from_file_location("quickstart_breakdown", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    build_world(tmp_path, WorldConfig(n_train_images=2, n_bench_per_ability=12, n_text=1), progress=False)
+    bench = read_jsonl(tmp_path / "bench.jsonl")
+    preds = {r["id"]: k % 3 == 0 for k, r in enumerate(bench)}
+    out = mod.breakdown(bench, preds, 96)
+    for ability, field in mod.ATTRIBUTES.items():
+        rows = [r for r in bench if r["ability"] == ability]
+        one = [r for r in rows if len({getattr(o, field) for o in sample_scene(r["seed"], SceneConfig(image_size=96)).objects
+                                       if o.category == "shape"}) == 1]
+        assert sum(n for _, n in out[ability].values()) == len(rows) == 12
+        assert out[ability].get("one value in the scene", [0, 0]) == [sum(preds[r["id"]] for r in one), len(one)]
+        assert sum(r for r, _ in out[ability].values()) == sum(preds[r["id"]] for r in rows)

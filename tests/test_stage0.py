@@ -228,3 +228,80 @@ def test_clip_dense_labels_of_the_wrong_length_name_the_pair(tok_dir, tmp_path):
     pairs = [(img, "a", [], {"color": [0]})] * 10
     with pytest.raises(ValueError, match=r"pair \d+ .*patch label 'color' needs \d+ values \(one per patch\), got 1 labels"):
         train_clip(pairs, tok_dir, tmp_path / "bad", CLIP_PRESET, CLIPTrainConfig(max_steps=1, batch_size=4), progress=False)
+
+
+def test_dense_label_weights_scale_a_probe_loss_and_name_unknown_labels(tok_dir, tmp_path):
+    """A label's weight multiplies its cross-entropy in the probes' mean (1 when absent); a weight
+    for a label no pair carries is refused before training, naming the labels there are."""
+    from allava.train.clip import _dense_loss
+
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleDict({"color": torch.nn.Linear(8, 4), "size": torch.nn.Linear(8, 3)})
+    patches = torch.randn(2, 5, 8)
+    labels = {"color": torch.randint(4, (2, 5)), "size": torch.randint(3, (2, 5))}
+    plain, weighted = _dense_loss(heads, patches, labels, {}), _dense_loss(heads, patches, labels, {"color": 3.0})
+    color = torch.nn.functional.cross_entropy(heads["color"](patches).flatten(0, 1), labels["color"].flatten())
+    torch.testing.assert_close(weighted - plain, color)  # (3c + s) / 2 - (c + s) / 2 = c
+    img = Image.new("RGB", (CLIP_PRESET.image_size,) * 2)
+    n = (CLIP_PRESET.image_size // CLIP_PRESET.patch_size) ** 2
+    pairs = [(img, "a", [], {"color": [0] * n})] * 10
+    with pytest.raises(ValueError, match=r"dense_label_weights: no per-patch label shape \(labels: color\)"):
+        train_clip(pairs, tok_dir, tmp_path / "bad", CLIP_PRESET,
+                   CLIPTrainConfig(max_steps=1, batch_size=4, dense_label_weights={"shape": 2.0}), progress=False)
+
+
+def _colour_docs(n: int, seed: int = 0) -> list[dict]:
+    """Scene-in-words documents whose answers need a look-up in their own description."""
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        colour, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        docs.append({"id": f"d{i}", "conversations": [
+            {"from": "human", "value": f"There is a {colour} {shape} at the left.\nWhat colour is the {shape}?"},
+            {"from": "gpt", "value": colour},
+            {"from": "human", "value": "What shape is it?"}, {"from": "gpt", "value": shape}]})
+    return docs
+
+
+def test_document_steps_are_spread_evenly():
+    from allava.train.pretrain_lm import document_steps
+
+    assert document_steps(8, 0.25) == [False, False, False, True] * 2
+    assert document_steps(5, 0.0) == [False] * 5 and document_steps(5, 1.0) == [True] * 5
+    assert sum(document_steps(400, 0.7)) == 280
+    with pytest.raises(ValueError, match="document_share"):
+        LMPretrainConfig(document_share=1.5)
+
+
+def test_answer_rows_train_the_answers_only(tok_dir):
+    from allava.train.pretrain_lm import answer_rows, pad_rows
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    docs = _colour_docs(3)
+    rows, cut = answer_rows(docs, tok, "human_assistant", max_len=512)
+    assert cut == 0 and len(rows) == 3
+    for doc, row in zip(docs, rows):
+        trained = tok.decode([t for t in row.labels if t != -100])
+        answers = [t["value"] for t in doc["conversations"][1::2]]
+        assert trained.replace(tok.eos_token, " ").split() == answers  # each answer and its eos, nothing else
+    batch = pad_rows(rows, tok.pad_token_id)
+    n = max(len(r.input_ids) for r in rows)
+    assert batch["input_ids"].shape == (3, -(-n // 32) * 32)  # a few distinct shapes, not one per step
+    assert batch["attention_mask"].sum().item() == sum(len(r.input_ids) for r in rows)
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    _, cut = answer_rows(docs[:1], tok, "human_assistant", max_len=len(rows[0].input_ids) - 1)
+    assert cut == 1  # the last answer's eos is cut off
+    with pytest.raises(ValueError, match="LM document bad"):
+        answer_rows([{"id": "bad", "conversations": [{"from": "human", "value": "no answer"}]}], tok,
+                    "human_assistant", max_len=512)
+
+
+def test_pretrain_lm_on_documents_learns_the_look_up(tok_dir, tmp_path):
+    """Half the steps on documents (loss on answers only): the answers, which copy a word of the
+    description, are learnt; the document steps' loss falls far below their start."""
+    cfg = LMPretrainConfig(max_steps=120, batch_size=16, seq_len=32, lr=3e-3, document_share=0.5)
+    stats = pretrain_lm(_sentences(400), tok_dir, tmp_path, LM_PRESET, cfg, progress=False,
+                        documents=_colour_docs(300), template="human_assistant")
+    assert (stats["document_steps"], stats["document_rows"], stats["documents_cut"]) == (60, 300, 0)
+    doc_losses = stats["loss_history"][1::2]  # share 0.5: every second step is a document step
+    assert sum(doc_losses[-5:]) / 5 < 0.3 * sum(doc_losses[:5]) / 5

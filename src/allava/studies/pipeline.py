@@ -66,10 +66,12 @@ def _lm_phase(out: Path, cfg: QuickstartConfig) -> dict:
     from allava.train.pretrain_lm import conversation_texts, pretrain_lm
 
     corpus = _corpus(out)
-    docs = out / "world" / "lm_docs.jsonl"
-    if docs.exists():  # the world in words, in the chat layout (the stand-in for Phi-2's pretraining)
-        corpus += conversation_texts(read_jsonl(docs), cfg.template)
-    return pretrain_lm(corpus, out / "tokenizer", out / "lm", cfg.architectures()[0], cfg.lm)
+    path = out / "world" / "lm_docs.jsonl"
+    docs = read_jsonl(path) if path.exists() else []  # the world in words, in the chat layout (Phi-2's stand-in)
+    if docs and not cfg.lm.document_share:
+        corpus += conversation_texts(docs, cfg.template)  # packed with the rest, every token trained
+    return pretrain_lm(corpus, out / "tokenizer", out / "lm", cfg.architectures()[0], cfg.lm,
+                       documents=docs if cfg.lm.document_share else None, template=cfg.template)
 
 
 def _clip_phase(out: Path, cfg: QuickstartConfig) -> dict:

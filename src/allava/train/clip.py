@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,6 +60,9 @@ class CLIPTrainConfig:
     # label must be a large share of the patch token's direction, not a faint linearly decodable one.
     dense_cosine_scale: float = 0.0
     dense_position: bool = False  # also a "cell" label per patch: its own index (where am I)
+    # A label's weight in the mean of the probes' losses (1 when absent): what the LM must read
+    # hardest (shape) can be made a larger share of the token than what it reads easily (colour).
+    dense_label_weights: dict[str, float] = field(default_factory=dict)
     bf16: bool | None = None  # bf16 autocast; None = when the CPU has native bf16
 
 
@@ -204,10 +207,12 @@ class CosineProbe(torch.nn.Module):
         return self.scale * f @ torch.nn.functional.normalize(self.weight, dim=-1).T
 
 
-def _dense_loss(heads: torch.nn.ModuleDict, patches: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over label names of the probes' cross-entropy on labelled patches."""
-    losses = [torch.nn.functional.cross_entropy(heads[k](patches).flatten(0, 1).float(), y.flatten(), ignore_index=-100)
-              for k, y in labels.items() if (y != -100).any()]
+def _dense_loss(heads: torch.nn.ModuleDict, patches: torch.Tensor, labels: dict[str, torch.Tensor],
+                weights: dict[str, float]) -> torch.Tensor:
+    """Mean over label names of the probes' cross-entropy on labelled patches, each x its weight."""
+    losses = [weights.get(k, 1.0) * torch.nn.functional.cross_entropy(
+        heads[k](patches).flatten(0, 1).float(), y.flatten(), ignore_index=-100)
+        for k, y in labels.items() if (y != -100).any()]
     return torch.stack(losses).mean()
 
 
@@ -271,6 +276,10 @@ def train_clip(
             return CosineProbe(preset.vision_hidden, classes, cfg.dense_cosine_scale)
         return torch.nn.Linear(preset.vision_hidden, classes)
 
+    unknown = sorted(set(cfg.dense_label_weights) - set(dense))
+    if unknown:
+        raise ValueError(f"clip.dense_label_weights: no per-patch label {', '.join(unknown)} "
+                         f"(labels: {', '.join(sorted(dense)) or 'none'})")
     heads = torch.nn.ModuleDict({k: probe(int(y.max()) + 1) for k, y in dense.items()})
     neg_ids, neg_lengths = tokenize_captions(negatives, tokenizer, preset.max_text_positions) if negatives else (None, None)
 
@@ -286,7 +295,8 @@ def train_clip(
         loss = _contrastive_loss(model, model.visual_projection(vision.pooler_output), input_ids, mask, n_ids, n_mask)
         if dense:
             patches = vision.hidden_states[cfg.dense_layer][:, 1:]
-            loss = loss + cfg.dense_weight * _dense_loss(heads, patches, {k: y[idx] for k, y in dense.items()})
+            loss = loss + cfg.dense_weight * _dense_loss(heads, patches, {k: y[idx] for k, y in dense.items()},
+                                                         cfg.dense_label_weights)
         return loss
 
     losses, train_s, bf16 = train_steps(
