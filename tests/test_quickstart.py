@@ -49,6 +49,19 @@ def test_bad_preset_keys_are_config_errors():
         load_quickstart_config(overrides=["lm_arch.depth=3"])
 
 
+def test_stage0_settings_the_world_cannot_serve_fail_before_it_is_built():
+    from allava.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^lm: document_share must be within \[0, 1\], got 2.0$"):
+        load_quickstart_config(overrides=["lm.document_share=2"])
+    with pytest.raises(ConfigError, match="lm.document_share=0.5 needs documents .*world.n_lm_scenes is 0"):
+        load_quickstart_config(overrides=["lm.document_share=0.5", "world.n_lm_scenes=0"])
+    with pytest.raises(ConfigError, match=r"no per-patch label shape \(labels: cell, color, object, size\)"):
+        load_quickstart_config(overrides=["clip.dense_label_weights={shape: 2}"])
+    cfg = load_quickstart_config(overrides=["clip.dense_label_weights={object: 3}", "lm.document_share=0.5"])
+    assert (cfg.clip.dense_label_weights, cfg.lm.document_share) == ({"object": 3.0}, 0.5)
+
+
 def test_old_flags_fail_with_one_line_naming_the_new_form(capsys):
     from allava.cli import main
 

@@ -120,4 +120,20 @@ def load_quickstart_config(path: str | Path | None = None, overrides: list[str] 
     cfg = from_dict(QuickstartConfig, raw)
     cfg.hardware = hardware
     cfg.architectures()  # a bad preset or arch key fails now, not after the world is built
+    _check_stage0(cfg)
     return cfg
+
+
+def _check_stage0(cfg: QuickstartConfig) -> None:
+    """Stage-0 settings that need something of the world fail before the world is built."""
+    from allava.scenes.graph import sample_scene
+    from allava.scenes.teacher import clip_patch_labels
+
+    if cfg.lm.document_share and not cfg.world.n_lm_scenes:
+        raise ConfigError(f"lm.document_share={cfg.lm.document_share} needs documents to train on: "
+                          "world.n_lm_scenes is 0")
+    labels = set(clip_patch_labels(sample_scene(0))) | ({"cell"} if cfg.clip.dense_position else set())
+    unknown = sorted(set(cfg.clip.dense_label_weights) - labels)
+    if unknown:
+        raise ConfigError(f"clip.dense_label_weights: no per-patch label {', '.join(unknown)} "
+                          f"(labels: {', '.join(sorted(labels))})")

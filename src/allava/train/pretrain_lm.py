@@ -39,7 +39,7 @@ class LMPretrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.document_share <= 1.0:
-            raise ValueError(f"lm.document_share must be within [0, 1], got {self.document_share}")
+            raise ValueError(f"document_share must be within [0, 1], got {self.document_share}")
 
 
 def pack_blocks(texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ def answer_rows(records: list[dict], tokenizer: PreTrainedTokenizerBase, templat
                 max_len: int) -> tuple[list[Encoded], int]:
     """Each conversation encoded whole in `template` with labels on the assistant turns only
     (`ConversationEncoder`, the stages' own encoding); those longer than `max_len` are cut there.
-    Returns the rows and how many were cut."""
+    Returns the rows and how many reach `max_len` (cut, or exactly that long)."""
     enc = ConversationEncoder(tokenizer, template, max_length=max_len)
     rows = []
     for rec in records:
@@ -117,7 +117,7 @@ def pad_rows(rows: list[Encoded], pad_id: int, multiple: int = 32) -> dict[str, 
 
 
 def document_steps(max_steps: int, share: float) -> list[bool]:
-    """Which steps train on documents: spread evenly, `round(share * max_steps)` of them."""
+    """Which steps train on documents: spread evenly, `floor(share * max_steps)` of them."""
     return [int((i + 1) * share + 1e-9) > int(i * share + 1e-9) for i in range(max_steps)]
 
 
