@@ -30,7 +30,7 @@ def main() -> int:
 
     from allava.data.tokenize import ConversationEncoder
     from allava.evaluate.benchmarks import get_benchmark
-    from allava.evaluate.synthetic import _text_question, balanced_subset
+    from allava.evaluate.synthetic import balanced_subset, text_question
 
     run = Path(args.run)
     lm_dir = Path(args.lm) if args.lm else run / "lm"
@@ -47,7 +47,7 @@ def main() -> int:
     samples = [x for x in bench.load(run / "world") if x.question_id in keep]
     answers = {}
     for sample in samples:  # the report's "scene as text" question (evaluate/synthetic.py), to the LM alone
-        text = enc.render(_text_question(sample, size).conversations, add_generation_prompt=True)[0]
+        text = enc.render(text_question(sample, size).conversations, add_generation_prompt=True)[0]
         ids = tok(text, return_tensors="pt", add_special_tokens=not text.startswith(tok.bos_token or "\0")).input_ids
         with torch.no_grad():
             out = lm.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -21,7 +21,7 @@ def normalize(answer: str) -> str:
     return " ".join(NUMBERS.get(w, w) for w in words if w not in ("a", "an", "the"))
 
 
-def _text_question(sample: Sample, image_size: int) -> Question:
+def text_question(sample: Sample, image_size: int) -> Question:
     """The same question with the scene given as words instead of pixels (no image): what the LM can
     do with perfect perception, as LLaVA's text-only GPT-4 reference does for the teacher."""
     import random
@@ -74,7 +74,7 @@ def evaluate_bench(model_dir: str | Path, bench_dir: str | Path, batch_size: int
     bar = tqdm(total=len(samples), desc=desc, unit="q", disable=not progress)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        questions = [_text_question(s, image_size) if scene_as_text else
+        questions = [text_question(s, image_size) if scene_as_text else
                      Question([{"from": "human", "value": f"<image>\n{s.prompt}"}], s.image) for s in chunk]
         answers.update(zip((s.question_id for s in chunk), answerer.answer(questions, max_new_tokens=8)))
         bar.update(len(chunk))
