@@ -51,7 +51,9 @@ def main() -> int:
         if not path.exists():
             print(f"error: {path} is missing (run `allava quickstart --out {run}` first)", file=sys.stderr)
             return 2
-    bench = [json.loads(line) for line in (run / "world" / "bench.jsonl").read_text().splitlines() if line.strip()]
+    from allava.scenes.world import read_jsonl
+
+    bench = read_jsonl(run / "world" / "bench.jsonl")
     preds = {}
     for k, line in enumerate(preds_path.read_text().splitlines(), 1):
         try:

@@ -274,7 +274,8 @@ def test_document_steps_are_spread_evenly():
 
 
 def test_answer_rows_train_the_answers_only(tok_dir):
-    from allava.train.pretrain_lm import answer_rows, pad_rows
+    from allava.data.dataset import Collator
+    from allava.train.pretrain_lm import DOCUMENT_PAD_MULTIPLE, answer_rows
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     docs = _colour_docs(3)
@@ -284,7 +285,8 @@ def test_answer_rows_train_the_answers_only(tok_dir):
         trained = tok.decode([t for t in row.labels if t != -100])
         answers = [t["value"] for t in doc["conversations"][1::2]]
         assert trained.replace(tok.eos_token, " ").split() == answers  # each answer and its eos, nothing else
-    batch = pad_rows(rows, tok.pad_token_id)
+    batch = Collator(tok.pad_token_id, DOCUMENT_PAD_MULTIPLE)(
+        [{"input_ids": torch.tensor(r.input_ids), "labels": torch.tensor(r.labels), "pixel_values": None} for r in rows])
     n = max(len(r.input_ids) for r in rows)
     assert batch["input_ids"].shape == (3, -(-n // 32) * 32)  # a few distinct shapes, not one per step
     assert batch["attention_mask"].sum().item() == sum(len(r.input_ids) for r in rows)

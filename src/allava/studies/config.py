@@ -15,7 +15,7 @@ from typing import Any
 from allava.config import SHIPPED_CONFIGS, ConfigError, apply_overrides, from_dict, load_yaml
 from allava.model.presets import PRESETS, TinyCLIP, TinyLM
 from allava.scenes.world import WorldConfig
-from allava.train.clip import CLIPTrainConfig
+from allava.train.clip import CLIPTrainConfig, check_label_weights
 from allava.train.pretrain_lm import LMPretrainConfig
 from allava.train.stages import StageConfig
 
@@ -133,7 +133,7 @@ def _check_stage0(cfg: QuickstartConfig) -> None:
         raise ConfigError(f"lm.document_share={cfg.lm.document_share} needs documents to train on: "
                           "world.n_lm_scenes is 0")
     labels = set(clip_patch_labels(sample_scene(0))) | ({"cell"} if cfg.clip.dense_position else set())
-    unknown = sorted(set(cfg.clip.dense_label_weights) - labels)
-    if unknown:
-        raise ConfigError(f"clip.dense_label_weights: no per-patch label {', '.join(unknown)} "
-                          f"(labels: {', '.join(sorted(labels))})")
+    try:
+        check_label_weights(cfg.clip.dense_label_weights, labels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -207,6 +207,14 @@ class CosineProbe(torch.nn.Module):
         return self.scale * f @ torch.nn.functional.normalize(self.weight, dim=-1).T
 
 
+def check_label_weights(weights: dict[str, float], labels: set[str]) -> None:
+    """A weight for a label no pair carries is a mistake (a typo weighs nothing): say which."""
+    unknown = sorted(set(weights) - labels)
+    if unknown:
+        raise ValueError(f"clip.dense_label_weights: no per-patch label {', '.join(unknown)} "
+                         f"(labels: {', '.join(sorted(labels)) or 'none'})")
+
+
 def _dense_loss(heads: torch.nn.ModuleDict, patches: torch.Tensor, labels: dict[str, torch.Tensor],
                 weights: dict[str, float]) -> torch.Tensor:
     """Mean over label names of the probes' cross-entropy on labelled patches, each x its weight."""
@@ -276,10 +284,7 @@ def train_clip(
             return CosineProbe(preset.vision_hidden, classes, cfg.dense_cosine_scale)
         return torch.nn.Linear(preset.vision_hidden, classes)
 
-    unknown = sorted(set(cfg.dense_label_weights) - set(dense))
-    if unknown:
-        raise ValueError(f"clip.dense_label_weights: no per-patch label {', '.join(unknown)} "
-                         f"(labels: {', '.join(sorted(dense)) or 'none'})")
+    check_label_weights(cfg.dense_label_weights, set(dense))
     heads = torch.nn.ModuleDict({k: probe(int(y.max()) + 1) for k, y in dense.items()})
     neg_ids, neg_lengths = tokenize_captions(negatives, tokenizer, preset.max_text_positions) if negatives else (None, None)
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from allava.data.tokenize import IGNORE_INDEX, ConversationEncoder, EncodeError, Encoded
+from allava.data.dataset import Collator
+from allava.data.tokenize import ConversationEncoder, EncodeError, Encoded
 from allava.model.presets import TinyLM
 from allava.train.loop import random_batches, train_steps
+from allava.train.sampler import ModalityGroupedSampler
 
 
 @dataclass
@@ -87,33 +89,20 @@ def answer_rows(records: list[dict], tokenizer: PreTrainedTokenizerBase, templat
     return rows, sum(len(r.input_ids) == max_len for r in rows)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
-    """Endless random batches of similar lengths (sorted within random megabatches of 16 batches,
-    the batch order shuffled): rows padded to their batch's longest waste little."""
-    mega = batch_size * 16
+def grouped_batches(lengths: list[int], batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless random batches of similar lengths: the stages' length grouping
+    (`ModalityGroupedSampler`, every row a text row) epoch after epoch, full batches only."""
+    sampler = ModalityGroupedSampler([-n for n in lengths], batch_size, seed=seed)
     while True:
-        perm = torch.randperm(len(lengths), generator=gen).tolist()
-        batches = []
-        for i in range(0, len(perm), mega):
-            chunk = sorted(perm[i : i + mega], key=lambda k: -lengths[k])
-            batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-        for b in torch.randperm(len(batches), generator=gen).tolist():
-            yield batches[b]
+        order = list(sampler)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield order[i : i + batch_size]
+        sampler.set_epoch(sampler.epoch + 1)
 
 
-def pad_rows(rows: list[Encoded], pad_id: int, multiple: int = 32) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels (-100 on pads) of `rows`, the length
-    rounded up to `multiple`: with a new shape every step the CPU allocator's peak kept growing
-    (6.2 GiB after 400 steps of the quickstart's documents against 1.5 for packed blocks)."""
-    n = -(-max(len(r.input_ids) for r in rows) // multiple) * multiple
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, : len(r.input_ids)] = torch.tensor(r.input_ids)
-        labels[k, : len(r.labels)] = torch.tensor(r.labels)
-        mask[k, : len(r.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+# Padded lengths rounded up to this: with a new shape every step the CPU allocator's peak kept
+# growing (6.2 GiB after 400 steps of the quickstart's documents against 1.5 for packed blocks).
+DOCUMENT_PAD_MULTIPLE = 32
 
 
 def document_steps(max_steps: int, share: float) -> list[bool]:
@@ -154,16 +143,18 @@ def pretrain_lm(
     model = build_lm(tokenizer, preset)
     model.train()
 
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = random_batches(len(blocks), cfg.batch_size, gen) if len(blocks) else None
-    doc_batches = length_grouped_batches([len(r.input_ids) for r in rows], cfg.batch_size, gen) if rows else None
+    batches = random_batches(len(blocks), cfg.batch_size, torch.Generator().manual_seed(cfg.seed)) if len(blocks) else None
+    doc_batches = grouped_batches([len(r.input_ids) for r in rows], cfg.batch_size, cfg.seed) if rows else None
+    collate = Collator(tokenizer.pad_token_id, pad_to_multiple_of=DOCUMENT_PAD_MULTIPLE)
+    samples = [{"input_ids": torch.tensor(r.input_ids), "labels": torch.tensor(r.labels), "pixel_values": None}
+               for r in rows]  # the stages' text-only sample
     step = iter(on_docs)
     tokens = 0
 
     def step_loss() -> torch.Tensor:
         nonlocal tokens
         if next(step):
-            batch = pad_rows([rows[k] for k in next(doc_batches)], tokenizer.pad_token_id)
+            batch = collate([samples[k] for k in next(doc_batches)])
             tokens += int(batch["attention_mask"].sum())
             return model(**batch).loss  # labels are shifted inside the model
         ids = blocks[next(batches)]
